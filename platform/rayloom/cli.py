@@ -1,0 +1,107 @@
+"""`rayloom <command> [hydra overrides...]`.
+
+Every job command composes the Hydra tree (conf/<job>.yaml + overrides) into one typed config and
+calls one library function (see rayloom.entry). User mistakes exit 2 with a one-paragraph message
+and no traceback; capabilities that are not built yet exit 3 and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rayloom.errors import NotBuiltError, UserError
+
+JOB_COMMANDS = {
+    "run": "the main job: build the tiny model and run every built stage (data, train, align, eval, serve)",
+    "data": "prepare data with Ray Data: read, clean, dedup, tokenize, pack, write shards",
+    "train": "train with Ray Train + DeepSpeed ZeRO (pre-training, SFT, LoRA, alignment)",
+    "tune": "sweep hyperparameters with Ray Tune over real training runs",
+    "eval": "evaluate a checkpoint or endpoint: metrics, safety probes, report, deploy gate",
+    "serve": "serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint",
+}
+OTHER_COMMANDS = {
+    "chat": ("a terminal chat client for any rayloom (OpenAI-compatible) endpoint", "the chat client (issue #5)"),
+    "submit": ("submit a job to cluster.address as a Ray job and follow its logs", "cluster job submission (issue #6)"),
+}
+
+EPILOG = """examples:
+  rayloom config train model=tiny train.lr=3e-4     print the composed, validated config
+  rayloom run                                       the end-to-end demo on the embedded Ray
+  rayloom train deepspeed=zero3_offload peft=lora   override any group or key, Hydra style
+  rayloom doctor                                    what this machine has and whether it works
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rayloom",
+        description="Ray-native LLM platform: one Hydra config tree from data to a served endpoint.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rayloom {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, help_text in JOB_COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.lr=3e-4 deepspeed=zero3")
+    config = commands.add_parser("config", help="print a job's composed, resolved config",
+                                 description="Compose conf/<job>.yaml with overrides, validate it and print it.")
+    config.add_argument("job", help=f"one of: {', '.join(JOB_COMMANDS)}")
+    config.add_argument("overrides", nargs="*")
+    doctor = commands.add_parser("doctor", help="report versions, hardware, engines, Ray and S3 readiness",
+                                 description="Report versions, hardware, whether vLLM/DeepSpeed ops load, "
+                                             "Ray reachability and whether S3 credentials are present.")
+    doctor.add_argument("--quick", action="store_true", help="skip loading vLLM and building DeepSpeed ops")
+    doctor.add_argument("overrides", nargs="*")
+    for name, (help_text, _) in OTHER_COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command
+    try:
+        return _dispatch(command, args)
+    except UserError as exc:
+        print(f"rayloom {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except NotBuiltError as exc:
+        print(f"rayloom {command}: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"rayloom {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(command: str, args: argparse.Namespace) -> int:
+    from rayloom.config import compose, to_yaml
+    from rayloom.entry import configure_logging, run_job
+
+    if command in OTHER_COMMANDS:
+        raise NotBuiltError(f"`rayloom {command}` is not built yet: {OTHER_COMMANDS[command][1]} is still to come. "
+                            "Nothing was run.")
+    if command == "config":
+        print(to_yaml(compose(args.job, args.overrides)), end="")
+        return 0
+    if command == "doctor":
+        from rayloom.doctor import run_doctor
+
+        return run_doctor(compose("run", args.overrides), quick=args.quick)
+    cfg = compose(command, args.overrides)
+    configure_logging()
+    run_job(command, cfg)
+    return 0
+
+
+def _version() -> str:
+    from rayloom import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The root schema: one typed tree that every job composes, and its ConfigStore registration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rayloom.config.cluster import ClusterConfig
+from rayloom.config.data import DataConfig
+from rayloom.config.eval import EvalConfig
+from rayloom.config.model import ModelConfig
+from rayloom.config.run import RunConfig
+from rayloom.config.serve import ServeConfig
+from rayloom.config.storage import StorageConfig
+from rayloom.config.tracking import TrackingConfig
+from rayloom.config.train import DeepSpeedConfig, ObjectiveConfig, PeftConfig, TrainConfig
+from rayloom.config.tune import TuneConfig
+
+
+@dataclass
+class RayloomConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+GROUP_SCHEMAS = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "deepspeed": DeepSpeedConfig,
+    "peft": PeftConfig,
+    "objective": ObjectiveConfig,
+    "tune": TuneConfig,
+    "eval": EvalConfig,
+    "serve": ServeConfig,
+    "cluster": ClusterConfig,
+    "storage": StorageConfig,
+    "tracking": TrackingConfig,
+    "run": RunConfig,
+}
+
+_registered = False
+
+
+def register_schemas() -> None:
+    """Register the root schema (which types every group) and each group's schema.
+
+    The primary configs list `rayloom_schema` first in their defaults, so every group file and
+    every override is merged into a typed, struct-mode tree: an unknown key or a wrong type fails
+    while composing, with the full key in the message.
+    """
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="rayloom_schema", node=RayloomConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        # Available as e.g. `defaults: [/schema/model@_here_]` for group files outside this repo.
+        store.store(group="schema", name=group, node=schema)
+    _registered = True

@@ -1,0 +1,24 @@
+"""Storage group: where runs, shards, checkpoints and models are written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rayloom.config._validate import require
+
+
+@dataclass
+class StorageConfig:
+    # Root for everything a run writes: a local directory or an s3:// prefix.
+    root: str = "runs"
+    # S3-compatible endpoint (MinIO, moto, ...); empty -> AWS. Not a secret: it is passed to
+    # workers as AWS_ENDPOINT_URL. Credentials come only from the environment / AWS config.
+    s3_endpoint_url: str = ""
+    region: str = ""
+
+    def __post_init__(self) -> None:
+        require(bool(self.root), "storage.root", "must not be empty", self.root)
+        require(
+            not self.s3_endpoint_url or self.s3_endpoint_url.startswith(("http://", "https://")),
+            "storage.s3_endpoint_url", "must start with http:// or https://", self.s3_endpoint_url,
+        )

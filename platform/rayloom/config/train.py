@@ -1,0 +1,134 @@
+"""Train, DeepSpeed, PEFT and objective groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rayloom.config._validate import fraction, non_negative, one_of, positive, require
+
+OFFLOAD_DEVICES = ("none", "cpu", "nvme")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+    offload_optimizer: str = "none"
+    offload_param: str = "none"
+    nvme_path: str = ""
+    precision: str = "fp32"
+    # fp16 loss scaling: 0 -> dynamic.
+    loss_scale: float = 0.0
+    initial_scale_power: int = 16
+    overlap_comm: bool = False
+    contiguous_gradients: bool = True
+    reduce_bucket_size: int = 50_000_000
+    allgather_bucket_size: int = 50_000_000
+    stage3_prefetch_bucket_size: int = 5_000_000
+    stage3_param_persistence_threshold: int = 10_000
+    # DeepSpeed AutoTP tensor-parallel degree for training (1 = off).
+    tensor_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        one_of(self.zero_stage, (0, 1, 2, 3), "deepspeed.zero_stage")
+        one_of(self.offload_optimizer, OFFLOAD_DEVICES, "deepspeed.offload_optimizer")
+        one_of(self.offload_param, OFFLOAD_DEVICES, "deepspeed.offload_param")
+        one_of(self.precision, PRECISIONS, "deepspeed.precision")
+        require(self.offload_optimizer == "none" or self.zero_stage >= 1, "deepspeed.offload_optimizer",
+                f"optimizer offload needs ZeRO stage 1-3, deepspeed.zero_stage is {self.zero_stage}",
+                self.offload_optimizer)
+        require(self.offload_param == "none" or self.zero_stage == 3, "deepspeed.offload_param",
+                f"parameter offload needs ZeRO stage 3, deepspeed.zero_stage is {self.zero_stage}",
+                self.offload_param)
+        uses_nvme = "nvme" in (self.offload_optimizer, self.offload_param)
+        require(not uses_nvme or bool(self.nvme_path), "deepspeed.nvme_path",
+                "offload to nvme needs deepspeed.nvme_path", self.nvme_path)
+        non_negative(self.loss_scale, "deepspeed.loss_scale")
+        positive(self.reduce_bucket_size, "deepspeed.reduce_bucket_size")
+        positive(self.allgather_bucket_size, "deepspeed.allgather_bucket_size")
+        positive(self.tensor_parallel_size, "deepspeed.tensor_parallel_size")
+        require(self.tensor_parallel_size == 1 or self.zero_stage <= 1, "deepspeed.tensor_parallel_size",
+                f"AutoTP training works with ZeRO stage 0-1, deepspeed.zero_stage is {self.zero_stage}",
+                self.tensor_parallel_size)
+
+
+@dataclass
+class PeftConfig:
+    method: str = "none"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    modules_to_save: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        one_of(self.method, ("none", "lora", "dora", "qlora"), "peft.method")
+        positive(self.r, "peft.r")
+        positive(self.alpha, "peft.alpha")
+        fraction(self.dropout, "peft.dropout", inclusive_high=False)
+        require(self.method == "none" or bool(self.target_modules), "peft.target_modules",
+                "must name at least one module", self.target_modules)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "clm"
+    # Preference objectives (dpo/ipo/orpo): temperature of the implicit reward.
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    # safety_sft: fraction of each batch drawn from the shipped safety seed set.
+    safety_ratio: float = 0.2
+
+    def __post_init__(self) -> None:
+        one_of(self.name, ("clm", "sft", "dpo", "ipo", "orpo", "safety_sft"), "objective.name")
+        positive(self.beta, "objective.beta")
+        fraction(self.label_smoothing, "objective.label_smoothing", inclusive_high=False)
+        fraction(self.safety_ratio, "objective.safety_ratio")
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = "tiny"
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_steps: int = 100
+    micro_batch_size: int = 4
+    # Global batch = micro_batch_size * num_workers * grad_accum; 0 -> no accumulation.
+    global_batch_size: int = 0
+    grad_clip: float = 1.0
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 50
+    eval_every: int = 50
+    # Where Ray Train keeps run state and checkpoints; empty -> <storage.root>/train.
+    storage_path: str = ""
+    max_failures: int = 0
+    prefetch_batches: int = 2
+    # Peak FLOP/s per worker used for MFU; 0 -> measured at start-up with a matmul probe.
+    peak_flops: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive(self.num_workers, "train.num_workers")
+        positive(self.cpus_per_worker, "train.cpus_per_worker")
+        positive(self.lr, "train.lr")
+        fraction(self.min_lr_ratio, "train.min_lr_ratio")
+        non_negative(self.weight_decay, "train.weight_decay")
+        non_negative(self.warmup_steps, "train.warmup_steps")
+        positive(self.max_steps, "train.max_steps")
+        positive(self.micro_batch_size, "train.micro_batch_size")
+        non_negative(self.global_batch_size, "train.global_batch_size")
+        if self.global_batch_size:
+            per_step = self.micro_batch_size * self.num_workers
+            require(self.global_batch_size % per_step == 0, "train.global_batch_size",
+                    f"must be a multiple of micro_batch_size*num_workers={per_step}", self.global_batch_size)
+        non_negative(self.grad_clip, "train.grad_clip")
+        positive(self.checkpoint_every, "train.checkpoint_every")
+        positive(self.eval_every, "train.eval_every")
+        non_negative(self.max_failures, "train.max_failures")
+        non_negative(self.prefetch_batches, "train.prefetch_batches")
+        non_negative(self.peak_flops, "train.peak_flops")

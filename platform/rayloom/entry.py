@@ -1,0 +1,90 @@
+"""The one table of job -> library function, shared by the CLI and the jobs/ entrypoints.
+
+Each job takes one typed `RayloomConfig`. A job whose capability is not built yet is listed in
+NOT_BUILT with the issue that tracks it; running it raises NotBuiltError instead of pretending.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rayloom.config import RayloomConfig
+from rayloom.errors import NotBuiltError, UserError
+
+JOB_FUNCTIONS: dict[str, str] = {
+    "run": "rayloom.demo:run_main",
+    "data": "rayloom.data.pipeline:run_data_job",
+    "train": "rayloom.train.driver:run_train_job",
+    "tune": "rayloom.tune.sweep:run_tune_job",
+    "eval": "rayloom.eval.runner:run_eval_job",
+    "serve": "rayloom.serve.deploy:run_serve_job",
+}
+
+# job -> what is missing, for capabilities still to be built.
+NOT_BUILT: dict[str, str] = {
+    "data": "the Ray Data pipeline (issue #3)",
+    "train": "distributed training (issue #4)",
+    "tune": "hyperparameter sweeps (issue #8)",
+    "eval": "evaluation (issue #9)",
+    "serve": "serving (issue #5)",
+}
+
+
+def job_function(job: str) -> Callable[[RayloomConfig], Any]:
+    if job in NOT_BUILT:
+        raise NotBuiltError(f"`rayloom {job}` is not built yet: {NOT_BUILT[job]} is still to come. Nothing was run.")
+    module_name, _, attr = JOB_FUNCTIONS[job].partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Configured once, by the job or CLI; library modules only call getLogger(__name__)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("urllib3", "botocore", "filelock", "asyncio", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_job(job: str, cfg: RayloomConfig) -> Any:
+    return job_function(job)(cfg)
+
+
+def run_job_or_exit(job: str, cfg: RayloomConfig) -> Any:
+    """For jobs/*.py: user mistakes and missing capabilities end the process without a traceback."""
+    try:
+        return run_job(job, cfg)
+    except UserError as exc:
+        print(f"rayloom {job}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except NotBuiltError as exc:
+        print(f"rayloom {job}: {exc}", file=sys.stderr)
+        sys.exit(3)
+
+
+def hydra_entrypoint(job: str) -> Callable[[], None]:
+    """The `@hydra.main` function of jobs/<job>.py: compose -> typed config -> library function.
+
+    Errors in the config exit 2 with the message, like the CLI; Hydra's own flags (--cfg, -m
+    multirun, --help) work as usual.
+    """
+    import hydra
+    from omegaconf import DictConfig
+
+    from rayloom.config import conf_dir, register_schemas, to_typed
+
+    register_schemas()
+
+    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=job)
+    def main(cfg: DictConfig) -> None:
+        configure_logging()
+        try:
+            typed = to_typed(cfg)
+        except UserError as exc:
+            print(f"rayloom {job}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        run_job_or_exit(job, typed)
+
+    return main

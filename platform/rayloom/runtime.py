@@ -1,0 +1,130 @@
+"""Connect to the configured Ray cluster or start the embedded local one.
+
+`cluster.address` decides: empty -> an embedded local Ray sized for this machine (or, inside a
+Ray job, the cluster that runs it: Ray sets RAY_ADDRESS there); anything else -> connect.
+This is the one place that handles Ray's token authentication and builds the runtime_env.
+Importing this module does not import or start Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rayloom.config import ClusterConfig, StorageConfig
+from rayloom.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Environment variables that workers need and that are safe to copy by value.
+_FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                  "RAYLOOM_CACHE_DIR", "RAYLOOM_CONF_DIR", "HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE")
+# Never forwarded by value, whatever the config says: they travel by reference (IAM role,
+# Kubernetes secret, a file on the cluster) and the cluster side must provide them.
+SECRET_ENV = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_AUTH_TOKEN",
+                        "RAYLOOM_API_KEY", "HF_TOKEN", "OPENAI_API_KEY"})
+
+
+def default_num_cpus() -> int:
+    """Logical CPUs for the embedded Ray: 2x the cores, at least 4.
+
+    Ray Serve's ingress replica and each vLLM engine replica need a CPU each, and Ray Train's
+    trainer controller needs one beside its workers; on a 2-core machine physical cores alone
+    cannot place them. Work is still bounded by the real cores; the logical count only lets
+    the pieces be scheduled.
+    """
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+def apply_storage_env(storage: StorageConfig) -> None:
+    """Make storage settings visible to boto3, pyarrow and (through the environment) Ray workers."""
+    if storage.s3_endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = storage.s3_endpoint_url
+    if storage.region:
+        os.environ["AWS_REGION"] = storage.region
+
+
+def build_env_vars(cluster: ClusterConfig) -> dict[str, str]:
+    env = {name: os.environ[name] for name in _FORWARDED_ENV if os.environ.get(name)}
+    for name, value in cluster.env.items():
+        if name in SECRET_ENV:
+            raise UserError(f"cluster.env.{name}: secrets are never sent by value; list it in cluster.secret_env "
+                            "and provide it on the cluster (IAM role, Kubernetes secret, file)")
+        env[name] = value
+    return env
+
+
+def build_runtime_env(cluster: ClusterConfig, working_dir: str | os.PathLike | None = None) -> dict:
+    """The runtime_env for jobs and remote drivers: non-secret env vars, optional pip, working_dir."""
+    runtime_env: dict = {"env_vars": build_env_vars(cluster)}
+    if cluster.pip:
+        runtime_env["pip"] = list(cluster.pip)
+    if working_dir is not None:
+        runtime_env["working_dir"] = str(working_dir)
+        runtime_env["excludes"] = list(cluster.working_dir_excludes)
+    return runtime_env
+
+
+def configure_auth(cluster: ClusterConfig) -> None:
+    """Point Ray at the auth token for a remote cluster, by path. The token is never read into logs."""
+    if cluster.auth_token_path:
+        path = Path(cluster.auth_token_path).expanduser()
+        if not path.is_file():
+            raise UserError(f"cluster.auth_token_path={cluster.auth_token_path!r} does not exist")
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def auth_headers() -> dict[str, str]:
+    """Authorization header for Ray's HTTP APIs (dashboard, jobs), from Ray's own token sources."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+        if path.is_file():
+            token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bool:
+    """Start or connect to Ray. Returns True when this call started it (and should shut it down)."""
+    import ray
+
+    if storage is not None:
+        apply_storage_env(storage)
+    if ray.is_initialized():
+        return False
+    configure_auth(cluster)
+    address = cluster.address or os.environ.get("RAY_ADDRESS", "")
+    if address.startswith(("http://", "https://")):
+        raise UserError(f"cluster.address={address!r} is a dashboard (job API) address: use `rayloom submit` to run "
+                        "jobs there, or give the cluster address (host:6379, ray://host:10001, auto)")
+    common = {"namespace": cluster.namespace, "runtime_env": build_runtime_env(cluster),
+              "logging_level": logging.WARNING, "log_to_driver": True}
+    if address:
+        log.info("connecting to Ray at %s", address)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError) as exc:
+            raise UserError(f"could not connect to Ray at cluster.address={address!r}: {exc}") from None
+        return True
+    num_cpus = cluster.num_cpus or default_num_cpus()
+    log.info("starting an embedded local Ray with %d logical CPUs", num_cpus)
+    ray.init(num_cpus=num_cpus, num_gpus=cluster.num_gpus, include_dashboard=cluster.include_dashboard, **common)
+    return True
+
+
+@contextmanager
+def ray_session(cluster: ClusterConfig, storage: StorageConfig | None = None) -> Iterator[None]:
+    """Ray for the duration of a block; shuts down only what this block started."""
+    import ray
+
+    started = init_ray(cluster, storage)
+    try:
+        yield
+    finally:
+        if started:
+            # Shutting down an embedded Ray also ends Serve apps and actors it held.
+            ray.shutdown()

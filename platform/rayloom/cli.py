@@ -21,9 +21,13 @@ JOB_COMMANDS = {
     "eval": "evaluate a checkpoint or endpoint: metrics, safety probes, report, deploy gate",
     "serve": "serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint",
 }
+# Tool commands parse their own arguments (`rayloom <command> --help`).
 OTHER_COMMANDS = {
-    "chat": ("a terminal chat client for any rayloom (OpenAI-compatible) endpoint", "the chat client (issue #5)"),
-    "submit": ("submit a job to cluster.address as a Ray job and follow its logs", "cluster job submission (issue #6)"),
+    "chat": "a terminal chat client (streaming) for any rayloom / OpenAI-compatible endpoint",
+    "submit": "submit a job to cluster.address as a Ray job, follow its logs, return its exit status",
+    "jobs": "list, inspect, follow or stop Ray jobs on cluster.address",
+    "cluster": "start/stop a local autoscaling cluster with fake GPU nodes (cluster up --local-fake)",
+    "export": "merge LoRA adapters / consolidate a checkpoint into a Hugging Face directory vLLM serves",
 }
 
 EPILOG = """examples:
@@ -55,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "Ray reachability and whether S3 credentials are present.")
     doctor.add_argument("--quick", action="store_true", help="skip loading vLLM and building DeepSpeed ops")
     doctor.add_argument("overrides", nargs="*")
-    for name, (help_text, _) in OTHER_COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    for name, help_text in OTHER_COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text, add_help=False)
         sub.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -79,11 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(command: str, args: argparse.Namespace) -> int:
     from rayloom.config import compose, to_yaml
-    from rayloom.entry import configure_logging, run_job
+    from rayloom.entry import command_function, configure_logging, run_job
 
     if command in OTHER_COMMANDS:
-        raise NotBuiltError(f"`rayloom {command}` is not built yet: {OTHER_COMMANDS[command][1]} is still to come. "
-                            "Nothing was run.")
+        tool = command_function(command)
+        configure_logging()
+        return int(tool(list(args.args)) or 0)
     if command == "config":
         print(to_yaml(compose(args.job, args.overrides)), end="")
         return 0

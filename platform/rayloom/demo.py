@@ -1,18 +1,20 @@
 """The main job (`rayloom run` / `make demo`): chain every built stage on the tiny model.
 
-Each stage is a small function over the typed config and a shared `DemoState` (paths produced by
-earlier stages). A stage whose capability is not built yet is reported and skipped, never faked.
+Each stage is a function `stage(cfg, state)` over the typed config and the shared `DemoState`,
+which carries what earlier stages produced (paths, metrics). A stage whose capability is not
+built yet is reported and skipped, never faked. Stage functions live with their capability
+(rayloom.data, rayloom.train, ...) and are named in STAGES.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rayloom.config import RayloomConfig
+from rayloom.entry import resolve
 from rayloom.errors import NotBuiltError
 
 log = logging.getLogger(__name__)
@@ -20,7 +22,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DemoState:
-    model_dir: Path | None = None
+    """What the stages hand each other. Paths are local dirs or storage URIs."""
+
+    model_dir: Path | None = None          # base model (HF dir)
+    pretrain_data: str | None = None       # shards + manifest of the pre-training corpus
+    sft_data: str | None = None            # chat SFT shards
+    preference_data: str | None = None     # chosen/rejected shards
+    pretrained_dir: str | None = None      # HF dir after pre-training
+    sft_dir: str | None = None             # HF dir after SFT (adapters merged)
+    adapter_dir: str | None = None         # peft adapter of the SFT run
+    aligned_dir: str | None = None         # HF dir after preference alignment
+    final_model_dir: str | None = None     # what eval compares against the base and serve hosts
+    endpoint_url: str | None = None
     summary: dict[str, object] = field(default_factory=dict)
 
 
@@ -35,45 +48,55 @@ def stage_model(cfg: RayloomConfig, state: DemoState) -> None:
                                            tokenize=False, add_generation_prompt=True)
     print(f"model: {cfg.model.name} at {state.model_dir}")
     print(f"  {num_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, chat prompt {sample!r}")
-    state.summary["model_dir"] = str(state.model_dir)
+    state.final_model_dir = str(state.model_dir)
     state.summary["num_params"] = num_params
 
 
-def _not_built(issue: str) -> Callable[[RayloomConfig, DemoState], None]:
-    def stage(cfg: RayloomConfig, state: DemoState) -> None:
-        raise NotBuiltError(issue)
+# stage -> "module:function(cfg, state)"
+STAGES: dict[str, str] = {
+    "model": "rayloom.demo:stage_model",
+    "data": "rayloom.data.demo_stage:stage_data",
+    "train": "rayloom.train.demo_stage:stage_pretrain",
+    "sft": "rayloom.train.demo_stage:stage_sft",
+    "align": "rayloom.train.demo_stage:stage_align",
+    "tune": "rayloom.tune.demo_stage:stage_tune",
+    "eval": "rayloom.eval.demo_stage:stage_eval",
+    "serve": "rayloom.serve.demo_stage:stage_serve",
+}
 
-    return stage
-
-
-STAGES: dict[str, Callable[[RayloomConfig, DemoState], None]] = {
-    "model": stage_model,
-    "data": _not_built("the Ray Data pipeline (issue #3)"),
-    "train": _not_built("distributed pre-training (issue #4)"),
-    "sft": _not_built("supervised fine-tuning with LoRA (issue #4)"),
-    "align": _not_built("preference alignment (issue #7)"),
-    "tune": _not_built("hyperparameter sweeps (issue #8)"),
-    "eval": _not_built("evaluation (issue #9)"),
-    "serve": _not_built("serving (issue #5)"),
+# stage -> what is missing; a line is deleted when its capability lands.
+STAGES_NOT_BUILT: dict[str, str] = {
+    "data": "the Ray Data pipeline (issue #3)",
+    "train": "distributed pre-training (issue #4)",
+    "sft": "supervised fine-tuning with LoRA (issue #4)",
+    "align": "preference alignment (issue #7)",
+    "tune": "hyperparameter sweeps (issue #8)",
+    "eval": "evaluation (issue #9)",
+    "serve": "serving (issue #5)",
 }
 
 
 def run_main(cfg: RayloomConfig) -> DemoState:
+    from rayloom.runtime import ray_session
+
     state = DemoState()
     stages = list(cfg.run.stages)
     if cfg.run.tune and "tune" not in stages:
         stages.insert(stages.index("eval") if "eval" in stages else len(stages), "tune")
     skipped = []
-    for name in stages:
-        start = time.perf_counter()
-        print(f"\n== stage {name} ==")
-        try:
-            STAGES[name](cfg, state)
-        except NotBuiltError as exc:
-            print(f"  skipped: {exc} is not built yet")
-            skipped.append(name)
-            continue
-        print(f"  ({time.perf_counter() - start:.1f}s)")
+    with ray_session(cfg.cluster, cfg.storage):
+        for name in stages:
+            start = time.perf_counter()
+            print(f"\n== stage {name} ==", flush=True)
+            try:
+                if name in STAGES_NOT_BUILT:
+                    raise NotBuiltError(STAGES_NOT_BUILT[name])
+                resolve(STAGES[name])(cfg, state)
+            except NotBuiltError as exc:
+                print(f"  skipped: {exc} is not built yet")
+                skipped.append(name)
+                continue
+            print(f"  ({time.perf_counter() - start:.1f}s)", flush=True)
     print(f"\nrayloom run: {len(stages) - len(skipped)} stage(s) ran"
           + (f"; not built yet: {', '.join(skipped)}" if skipped else ""))
     return state

@@ -1,7 +1,9 @@
-"""The one table of job -> library function, shared by the CLI and the jobs/ entrypoints.
+"""The one table of commands -> library functions, shared by the CLI and the jobs/ entrypoints.
 
-Each job takes one typed `RayloomConfig`. A job whose capability is not built yet is listed in
-NOT_BUILT with the issue that tracks it; running it raises NotBuiltError instead of pretending.
+Job commands take one typed `RayloomConfig` (composed from conf/<job>.yaml + overrides). Tool
+commands (chat, submit, jobs, cluster, export) take their argv. A command whose capability is not
+built yet is listed in NOT_BUILT with what is missing; running it raises NotBuiltError instead of
+pretending. When a capability lands, its line in NOT_BUILT is deleted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from rayloom.config import RayloomConfig
 from rayloom.errors import NotBuiltError, UserError
 
+# job command -> "module:function(cfg: RayloomConfig)"
 JOB_FUNCTIONS: dict[str, str] = {
     "run": "rayloom.demo:run_main",
     "data": "rayloom.data.pipeline:run_data_job",
@@ -24,21 +27,41 @@ JOB_FUNCTIONS: dict[str, str] = {
     "serve": "rayloom.serve.deploy:run_serve_job",
 }
 
-# job -> what is missing, for capabilities still to be built.
+# tool command -> "module:function(argv: list[str]) -> int"
+TOOL_FUNCTIONS: dict[str, str] = {
+    "chat": "rayloom.serve.chat:chat_main",
+    "submit": "rayloom.cluster.submit:submit_main",
+    "jobs": "rayloom.cluster.submit:jobs_main",
+    "cluster": "rayloom.cluster.local_fake:cluster_main",
+    "export": "rayloom.train.export:export_main",
+}
+
+# command -> what is missing, for capabilities still to be built.
 NOT_BUILT: dict[str, str] = {
     "data": "the Ray Data pipeline (issue #3)",
     "train": "distributed training (issue #4)",
+    "export": "adapter merge and export (issue #4)",
     "tune": "hyperparameter sweeps (issue #8)",
     "eval": "evaluation (issue #9)",
     "serve": "serving (issue #5)",
+    "chat": "the chat client (issue #5)",
+    "submit": "cluster job submission (issue #6)",
+    "jobs": "cluster job management (issue #6)",
+    "cluster": "local fake-GPU autoscaling cluster (issue #6)",
 }
 
 
-def job_function(job: str) -> Callable[[RayloomConfig], Any]:
-    if job in NOT_BUILT:
-        raise NotBuiltError(f"`rayloom {job}` is not built yet: {NOT_BUILT[job]} is still to come. Nothing was run.")
-    module_name, _, attr = JOB_FUNCTIONS[job].partition(":")
+def resolve(target: str) -> Callable[..., Any]:
+    module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def command_function(command: str) -> Callable[..., Any]:
+    if command in NOT_BUILT:
+        raise NotBuiltError(
+            f"`rayloom {command}` is not built yet: {NOT_BUILT[command]} is still to come. Nothing was run."
+        )
+    return resolve(JOB_FUNCTIONS.get(command) or TOOL_FUNCTIONS[command])
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -49,7 +72,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def run_job(job: str, cfg: RayloomConfig) -> Any:
-    return job_function(job)(cfg)
+    return command_function(job)(cfg)
 
 
 def run_job_or_exit(job: str, cfg: RayloomConfig) -> Any:

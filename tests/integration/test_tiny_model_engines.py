@@ -40,7 +40,7 @@ def test_deepspeed_trains_the_tiny_model_one_step(tiny_model_dir, tmp_path):
         model = load_model({str(tiny_model_dir)!r})
         engine, *_ = deepspeed.initialize(model=model, config={{
             "train_micro_batch_size_per_gpu": 1,
-            "optimizer": {{"type": "AdamW", "params": {{"lr": 1e-3}}}},
+            "optimizer": {{"type": "AdamW", "params": {{"lr": 1e-3, "torch_adam": True}}}},
             "zero_optimization": {{"stage": 2}}}})
         batch = torch.randint(0, model.config.vocab_size, (1, 16))
         loss = engine(input_ids=batch, labels=batch).loss

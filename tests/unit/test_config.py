@@ -10,7 +10,9 @@ from rayloom.config import GROUP_SCHEMAS, JOBS, RayloomConfig, compose, conf_dir
 from rayloom.errors import UserError
 
 CONF = conf_dir()
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "experiment")
+# conf/ folders that hold data files (prompt templates, task files), not Hydra groups.
+NON_GROUP_DIRS = {"experiment", "prompts", "tasks", "safety"}
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in NON_GROUP_DIRS)
 # Group options that need a value the user must supply.
 REQUIRED_EXTRAS = {("model", "hf"): ["model.path=/models/some-llama"]}
 

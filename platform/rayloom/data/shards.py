@@ -1,0 +1,104 @@
+"""Inside Ray Data tasks: group tokenized documents, pack them into rows, write Parquet shards.
+
+Each (split, group) is packed and written by one task as `<split>/part-<group>.parquet`; group
+membership is a hash of the record copy (plan.group_of), so shard contents do not depend on
+Ray's block layout and a rerun writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+
+from rayloom import storage
+from rayloom.data.packing import pack_lm, pad_preference
+from rayloom.data.plan import group_of, mix
+
+SUMMARY_SCHEMA = pa.schema([
+    ("split", pa.string()), ("group", pa.int64()), ("file", pa.string()), ("rows", pa.int64()),
+    ("pieces", pa.int64()), ("real_tokens", pa.int64()), ("slots", pa.int64()), ("sha256", pa.string()),
+    ("bytes", pa.int64()),
+])
+
+
+def shard_name(split: str, group: int) -> str:
+    return f"{split}/part-{group:05d}.parquet"
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    # Fixed writer settings: the same table always gives the same bytes.
+    pq.write_table(table, sink, compression="zstd", row_group_size=1024, write_statistics=False)
+    return sink.getvalue().to_pybytes()
+
+
+def _lists(column: pa.ChunkedArray) -> list[np.ndarray]:
+    array = column.combine_chunks()
+    values = array.values.to_numpy(zero_copy_only=False)
+    offsets = array.offsets.to_numpy()
+    return [values[offsets[i]:offsets[i + 1]] for i in range(len(array))]
+
+
+class AssignGroups:
+    """Adds the `group` column: which shard of its split a record copy goes to."""
+
+    def __init__(self, num_groups: dict[str, int], seed: int) -> None:
+        self.num_groups = num_groups
+        self.seed = seed
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        order = batch.column("order").to_numpy()
+        is_val = np.asarray(batch.column("split").to_pylist()) == "validation"
+        groups = np.where(is_val, group_of(order, self.num_groups.get("validation", 1), self.seed),
+                          group_of(order, self.num_groups.get("train", 1), self.seed))
+        return batch.append_column("group", pa.array(groups, type=pa.int64()))
+
+
+class PackGroup:
+    """Packs one group (or, streaming, one batch) into rows; writes it when `stage` is set.
+
+    With `stage`: returns one SUMMARY_SCHEMA row per file written. Without: returns the rows.
+    """
+
+    def __init__(self, kind: str, seq_len: int, packing: bool, pad_id: int, seed: int, stage: str | None) -> None:
+        self.kind = kind
+        self.seq_len = seq_len
+        self.packing = packing
+        self.pad_id = pad_id
+        self.seed = seed
+        self.stage = stage
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        # The same order whatever order the rows arrived in.
+        batch = batch.sort_by([("order", "ascending"), ("doc_id", "ascending"), ("copy", "ascending"),
+                               ("chunk", "ascending")])
+        split = batch.column("split")[0].as_py() if batch.num_rows else "train"
+        group = batch.column("group")[0].as_py() if "group" in batch.column_names else 0
+        row_seed = int(mix(np.asarray([batch.column("order")[0].as_py() if batch.num_rows else 0],
+                                      dtype=np.uint64).astype(np.int64), self.seed, 0x77)[0])
+        if self.kind == "preference":
+            rows, stats = pad_preference(_lists(batch.column("chosen_input_ids")), _lists(batch.column("chosen_labels")),
+                                         _lists(batch.column("rejected_input_ids")),
+                                         _lists(batch.column("rejected_labels")), self.seq_len, self.pad_id)
+        else:
+            rows, stats = pack_lm(_lists(batch.column("input_ids")), _lists(batch.column("labels")), self.seq_len,
+                                  self.pad_id, self.packing, row_seed)
+        if self.stage is None:
+            return rows
+        name = shard_name(split, group)
+        data = parquet_bytes(rows)
+        storage.write_bytes(storage.join(self.stage, name), data)
+        return pa.Table.from_pylist([{
+            "split": split, "group": group, "file": name, "rows": stats.rows, "pieces": stats.documents,
+            "real_tokens": stats.real_tokens, "slots": stats.slots, "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        }], schema=SUMMARY_SCHEMA)
+
+
+def pack_group(batch: pa.Table, pack: PackGroup) -> pa.Table:
+    """map_groups wants a named function; the packer travels as an argument."""
+    return pack(batch)

@@ -1,0 +1,54 @@
+"""The job's final summary table: records in/out per stage, drops, tokens, bad rows, time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageRow:
+    stage: str
+    records_in: int | None = None
+    records_out: int | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class JobSummary:
+    stages: list[StageRow] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[StageRow]:
+        row = StageRow(name)
+        start = time.perf_counter()
+        try:
+            yield row
+        finally:
+            row.seconds = time.perf_counter() - start
+            self.stages.append(row)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+    def table(self) -> str:
+        header = ("stage", "records in", "records out", "dropped", "time")
+        body = []
+        for s in self.stages:
+            dropped = ", ".join(f"{k} {v:,}" for k, v in sorted(s.dropped.items()) if v) or "-"
+            body.append((s.stage, _num(s.records_in), _num(s.records_out), dropped, f"{s.seconds:.1f}s"))
+        body.append(("total", "", "", "", f"{self.seconds:.1f}s"))
+        widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
+        fmt = lambda r: "  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        rule = "  ".join("-" * w for w in widths)
+        return "\n".join([fmt(header), rule, *(fmt(r) for r in body), *self.lines])
+
+
+def _num(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"

@@ -1,0 +1,211 @@
+"""`rayloom eval`: evaluate a checkpoint or an endpoint, write the run and its report, apply the gate.
+
+eval.mode=run (default): tasks + probes -> one pass over the target -> metrics.json, predictions,
+report.md/html with plots, optional judge / lm-eval / human-review export, the gate verdict, and
+the model's entry in the gate index. eval.mode=compare: a side-by-side report of two runs.
+eval.mode=review: import human ratings for an exported sample and report agreement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayloom import storage
+from rayloom.config import ModelConfig, RayloomConfig
+from rayloom.errors import UserError
+from rayloom.eval import store
+from rayloom.eval.gate import GateFailed, GateResult, evaluate_gate
+from rayloom.eval.results import TaskResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalRun:
+    name: str
+    uri: str
+    payload: dict
+    results: dict[str, TaskResult]
+    gate: GateResult | None
+
+
+def build_model_config(cfg: RayloomConfig, model_path: str | None = None) -> ModelConfig:
+    """The model group, or a path (eval.model_path / the demo's checkpoints) loaded with its settings."""
+    path = model_path or cfg.eval.model_path
+    if not path:
+        return cfg.model
+    name = Path(str(path).rstrip("/")).name or cfg.model.name
+    return dataclasses.replace(cfg.model, name=name, preset=None, path=str(path))
+
+
+def build_target(cfg: RayloomConfig, model: ModelConfig):
+    if cfg.eval.target == "endpoint":
+        from rayloom.eval.endpoint import EndpointTarget
+
+        return EndpointTarget(cfg.eval)
+    from rayloom.eval.offline import OfflineTarget
+
+    return OfflineTarget(model, cfg.eval)
+
+
+def _model_info(cfg: RayloomConfig, model: ModelConfig, target) -> dict:
+    if cfg.eval.target == "endpoint":
+        # An endpoint is recorded under eval.model_path when given (what it serves), for the gate.
+        key = store.model_key(cfg.eval.model_path) if cfg.eval.model_path else None
+        return {"name": target.model, "path": cfg.eval.model_path or cfg.eval.endpoint_url, "key": key}
+    if model.preset is not None:
+        from rayloom.models import resolve_model_dir
+
+        path = str(resolve_model_dir(model))
+    else:
+        path = str(model.path)
+    return {"name": model.name, "path": path, "key": store.model_key(path)}
+
+
+def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str | None = None,
+             label: str | None = None, output: str | None = None, record: bool = True) -> EvalRun:
+    """Evaluate one model (eval.target) on eval.tasks and probes; write and return the run."""
+    from omegaconf import OmegaConf
+
+    from rayloom.eval.plan import all_requests, build_plans, score_plans
+    from rayloom.eval.tasks import load_task_registry
+
+    check_ready(cfg)
+    ecfg = cfg.eval
+    registry = load_task_registry(ecfg.task_dirs)
+    plans = build_plans(ecfg, registry, provider_kwargs={"num": cfg.data.num_demo_eval, "seed": cfg.data.seed})
+    model = build_model_config(cfg, model_path)
+    target = build_target(cfg, model)
+    info = _model_info(cfg, model, target)
+    if label:
+        info["label"] = label
+    requests = all_requests(plans)
+    start = time.perf_counter()
+    responses = target.run(requests)
+    seconds = time.perf_counter() - start
+    results = score_plans(plans, responses, ecfg)
+    extras: dict = {}
+    if ecfg.judge.enabled:
+        from rayloom.eval.judge import judge_results
+
+        extras["judge"] = judge_results(results, ecfg.judge, ecfg.request_timeout_s, ecfg.num_concurrent_requests)
+    lm_metrics = {}
+    if ecfg.lm_eval.tasks:
+        from rayloom.eval.lm_harness import run_lm_eval
+
+        lm_metrics = run_lm_eval(ecfg, info["name"])
+    name = run_name or ecfg.run_name or store.default_run_name(label or info["name"])
+    uri = output or ecfg.output or storage.join(store.eval_root(cfg.storage), "runs", name)
+    tasks = {task: r.summary() for task, r in results.items()}
+    for task, values in lm_metrics.items():
+        tasks[task] = {"kind": "lm_eval", "description": "lm-evaluation-harness", "num_examples": 0,
+                       "num_errors": 0, "metrics": values, "stderr": {}, "details": {}}
+    flat = {f"{task}/{metric}": value for task, s in tasks.items() for metric, value in s["metrics"].items()}
+    gate = None if ecfg.gate.is_empty else evaluate_gate(flat, ecfg.gate, run=uri)
+    payload = {
+        "format": store.FORMAT, "run": name, "created": store.now_iso(), "model": info,
+        "target": {"kind": target.kind, "endpoint_url": ecfg.endpoint_url if target.kind == "endpoint" else ""},
+        "num_requests": len(requests), "seconds": round(seconds, 2), "tasks": tasks, "metrics": flat,
+        "gate": gate.to_dict() if gate else None, **extras,
+        "config": OmegaConf.to_container(OmegaConf.structured(ecfg)),
+    }
+    predictions = {task: r.predictions for task, r in results.items()}
+    if ecfg.human_review.export:
+        payload["human_review"] = {"dir": storage.join(uri, "review"), "num_items": 0}
+
+    def extra(local: Path) -> None:
+        from rayloom.eval.report import write_report
+
+        if ecfg.human_review.export:
+            from rayloom.eval.human_review import REVIEW_KINDS, export_review
+
+            hr = ecfg.human_review
+            chosen = {t: p for t, p in predictions.items()
+                      if (t in hr.tasks if hr.tasks else results[t].kind in REVIEW_KINDS)}
+            exported = export_review({name: chosen}, str(local / "review"), num_items=hr.num_items,
+                                     seed=ecfg.seed, formats=hr.formats, scale=(hr.scale_min, hr.scale_max))
+            payload["human_review"]["num_items"] = exported["num_items"]
+            (local / store.METRICS_FILE).write_text(_dumps(payload))
+        write_report(payload, local, with_plots=ecfg.plots)
+
+    uri = store.write_run(uri, payload, predictions, extra)
+    payload["uri"] = uri
+    if record and info.get("key"):
+        store.record_latest(store.eval_root(cfg.storage), info["key"], uri)
+    log.info("eval run %s written to %s", name, uri)
+    return EvalRun(name, uri, payload, results, gate)
+
+
+def _dumps(payload: dict) -> str:
+    import json
+
+    return json.dumps(payload, indent=2)
+
+
+def summary_table(payload: dict) -> str:
+    from rayloom.eval.report import fmt
+
+    rows = [(task, metric, fmt(value), fmt(s.get("stderr", {}).get(metric)) if metric in s.get("stderr", {}) else "")
+            for task, s in payload["tasks"].items() for metric, value in s["metrics"].items()]
+    width = max([len("task/metric"), *(len(f"{t}/{m}") for t, m, _, _ in rows)])
+    lines = [f"{'task/metric':<{width}}  {'value':>10}  {'stderr':>8}"]
+    lines += [f"{t + '/' + m:<{width}}  {v:>10}  {e:>8}" for t, m, v, e in rows]
+    return "\n".join(lines)
+
+
+def run_eval_job(cfg: RayloomConfig):
+    ecfg = cfg.eval
+    if ecfg.mode == "compare":
+        from rayloom.eval.compare import format_table, write_comparison
+
+        before, after = (store.load_run(uri) for uri in ecfg.compare_runs)
+        out = ecfg.output or storage.join(store.eval_root(cfg.storage), "compare",
+                                          f"{before['run']}__vs__{after['run']}")
+        written = write_comparison(before, after, out)
+        print(format_table(written["rows"], (before["run"], after["run"])))
+        print(f"\ncomparison written to {written['uri']} (compare.html, compare.md, compare.json)")
+        return written
+    if ecfg.mode == "review":
+        from rayloom.eval.human_review import import_reviews, review_markdown
+
+        report = import_reviews(ecfg.human_review.key, list(ecfg.human_review.ratings), ecfg.human_review.kappa_weights)
+        print(review_markdown(report))
+        return report
+    if ecfg.target == "checkpoint":
+        from rayloom.runtime import ray_session
+
+        with ray_session(cfg.cluster, cfg.storage):
+            run = evaluate(cfg)
+    else:
+        run = evaluate(cfg)
+    print(summary_table(run.payload))
+    print(f"\neval run written to {run.uri} (report.html, report.md, metrics.json)")
+    if ecfg.human_review.export:
+        print(f"human review sample: {run.payload['human_review']['dir']} (items.csv / items.jsonl for raters)")
+    if ecfg.compare_with:
+        from rayloom.eval.compare import format_table, write_comparison
+
+        before = store.load_run(ecfg.compare_with)
+        out = storage.join(store.eval_root(cfg.storage), "compare", f"{before['run']}__vs__{run.name}")
+        written = write_comparison(before, run.payload, out)
+        print("\n" + format_table(written["rows"], (before["run"], run.name)))
+        print(f"comparison written to {written['uri']}")
+    if run.gate is not None:
+        print(run.gate.message)
+        if not run.gate.passed and ecfg.gate.fail_job:
+            raise GateFailed(run.gate.message)
+    return run
+
+
+def check_ready(cfg: RayloomConfig) -> None:
+    """Fail early on config that cannot work, before engines start (used by the demo stage too)."""
+    if cfg.eval.lm_eval.tasks:
+        from rayloom.eval.lm_harness import require_lm_eval
+
+        require_lm_eval()
+    if cfg.eval.target == "endpoint" and not cfg.eval.endpoint_url:
+        raise UserError("eval.target=endpoint needs eval.endpoint_url")

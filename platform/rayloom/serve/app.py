@@ -1,0 +1,169 @@
+"""Build the Ray Serve application from the typed config: `build_app(cfg)`.
+
+serve config -> ServePlan (model source, context window, adapters) -> one `LLMConfig` (Ray Serve
+LLM's engine + deployment settings) -> an LLMServer deployment (vLLM replicas) behind rayloom's
+guarded OpenAI ingress. This is the composition Ray Serve LLM documents for a custom ingress
+(`build_llm_deployment` + `make_fastapi_ingress`); `build_openai_app` does the same with the stock
+ingress and no way to add middleware.
+
+`app_builder(args)` is the same builder in the form `serve deploy` / a KubeRay RayService calls
+(`import_path: rayloom.serve.app:app_builder`, see rayloom.serve.serve_config).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from rayloom.config import RayloomConfig, ServeConfig
+from rayloom.errors import UserError
+from rayloom.serve.auth import AuthSettings, resolve_auth
+from rayloom.serve.plan import ServePlan, plan_serving
+
+log = logging.getLogger(__name__)
+
+
+def build_engine_kwargs(serve: ServeConfig, plan: ServePlan) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "dtype": serve.dtype,
+        "max_model_len": plan.max_model_len,
+        "tensor_parallel_size": serve.tensor_parallel_size,
+        "enable_prefix_caching": serve.enable_prefix_caching,
+        "enforce_eager": serve.enforce_eager,
+    }
+    if serve.max_num_seqs:
+        kwargs["max_num_seqs"] = serve.max_num_seqs
+    if serve.use_gpu:
+        kwargs["gpu_memory_utilization"] = serve.gpu_memory_utilization
+        if serve.kv_cache_gib:
+            kwargs["kv_cache_memory_bytes"] = serve.kv_cache_gib * 2**30
+    if serve.uses_lora:
+        kwargs.update(enable_lora=True, max_lora_rank=serve.max_lora_rank, max_loras=serve.max_loras_per_replica)
+    kwargs.update(serve.engine_kwargs)
+    return kwargs
+
+
+def build_deployment_config(serve: ServeConfig) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "max_ongoing_requests": serve.max_ongoing_requests,
+        "max_queued_requests": serve.max_queued_requests,
+        "ray_actor_options": {"num_cpus": serve.replica_num_cpus},
+    }
+    if serve.min_replicas == serve.max_replicas:
+        config["num_replicas"] = serve.min_replicas
+    else:
+        config["autoscaling_config"] = {
+            "min_replicas": serve.min_replicas,
+            "max_replicas": serve.max_replicas,
+            # Scale-to-zero still starts one replica, so a deploy proves the model loads; it
+            # goes away after downscale_delay_s without traffic.
+            "initial_replicas": max(1, serve.min_replicas),
+            "target_ongoing_requests": serve.target_ongoing_requests,
+            "upscale_delay_s": serve.upscale_delay_s,
+            "downscale_delay_s": serve.downscale_delay_s,
+        }
+    return config
+
+
+def build_llm_config(serve: ServeConfig, plan: ServePlan):
+    from pydantic import ValidationError
+    from ray.serve.llm import LLMConfig
+
+    if serve.use_gpu:
+        placement = {"bundle_per_worker": {"GPU": 1, "CPU": serve.engine_num_cpus}}
+        env_vars: dict[str, str] = {}
+    else:
+        placement = {"bundles": [{"CPU": serve.engine_num_cpus}] * serve.tensor_parallel_size}
+        env_vars = {"VLLM_CPU_KVCACHE_SPACE": str(serve.kv_cache_gib)} if serve.kv_cache_gib else {}
+    lora_config = None
+    if serve.uses_lora:
+        lora_config = {"dynamic_lora_loading_path": serve.lora_dynamic_path or None,
+                       "max_num_adapters_per_replica": serve.max_loras_per_replica}
+    try:
+        return LLMConfig(
+            model_loading_config={"model_id": plan.model_id, "model_source": plan.model_source},
+            engine_kwargs=build_engine_kwargs(serve, plan),
+            placement_group_config=placement,
+            accelerator_type=serve.accelerator_type or None,
+            deployment_config=build_deployment_config(serve),
+            lora_config=lora_config,
+            runtime_env={"env_vars": env_vars} if env_vars else None,
+        )
+    except (ValidationError, ValueError) as exc:
+        raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
+
+
+def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServePlan | None = None):
+    """The Serve application for `cfg.serve` (+ `cfg.model`): vLLM replicas behind the OpenAI ingress.
+
+    `auth` defaults to the keys visible to this process (serve.api_key_env / api_key_file).
+    """
+    from ray import serve as ray_serve
+    from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
+    from ray.serve.llm import build_llm_deployment
+
+    from rayloom.serve.ingress import IngressSettings, RayloomIngress, build_ingress_class
+
+    serve = cfg.serve
+    plan = plan or plan_serving(cfg)
+    auth = auth or resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)
+    llm_config = build_llm_config(serve, plan)
+    bind_kwargs = {}
+    if serve.uses_lora:
+        from rayloom.serve.lora_loader import NamedLoraLoader
+
+        # LLMServer builds its loader as `model_downloader(download_timeout_s=..., max_tries=...)`.
+        bind_kwargs["model_downloader"] = functools.partial(
+            NamedLoraLoader, adapters=plan.adapters, cache_dir=plan.cache_dir, max_lora_rank=serve.max_lora_rank)
+    try:
+        server = build_llm_deployment(llm_config, bind_kwargs=bind_kwargs)
+    except ValueError as exc:  # e.g. "Unknown engine argument: ..." from serve.engine_kwargs
+        raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
+    settings = IngressSettings(
+        model_id=plan.model_id, tokenizer_source=plan.tokenizer_source, cache_dir=plan.cache_dir,
+        limits=plan.limits, auth=auth, adapter_names=tuple(plan.adapters),
+        dynamic_adapters=bool(serve.lora_dynamic_path))
+    options = RayloomIngress.get_deployment_options([llm_config])
+    options["ray_actor_options"] = {"num_cpus": serve.ingress_num_cpus}
+    options["name"] = "OpenAiIngress"
+    return ray_serve.deployment(build_ingress_class(settings), **options).bind(
+        llm_deployments={plan.model_id: server},
+        model_cards={plan.model_id: to_model_metadata(plan.model_id, llm_config)},
+        settings=settings,
+    )
+
+
+def app_builder(args: dict[str, Any]):
+    """Application builder for Serve config files: `args` = {"serve": {...}, "model": {...}}.
+
+    Runs where `serve deploy` builds the app (on the cluster), so sources are not resolved into
+    this node's cache unless the model is a preset; API keys come from the env/file the config
+    names, on the ingress node.
+    """
+    cfg = config_from_args(args)
+    auth = AuthSettings(require_api_key=cfg.serve.require_api_key, api_key_env=cfg.serve.api_key_env,
+                        api_key_file=cfg.serve.api_key_file)
+    return build_app(cfg, auth=auth, plan=plan_serving(cfg, resolve_locally=False))
+
+
+def config_from_args(args: dict[str, Any]) -> RayloomConfig:
+    """A typed, validated RayloomConfig from a Serve config's `args` (serve and model groups)."""
+    from omegaconf import OmegaConf
+
+    from rayloom.config import to_typed
+
+    unknown = set(args) - {"serve", "model"}
+    if unknown:
+        raise UserError(f"serve config args: unknown keys {sorted(unknown)} (expected serve, model)")
+    base = OmegaConf.structured(RayloomConfig)
+    try:
+        merged = OmegaConf.merge(base, {k: v for k, v in args.items() if v is not None})
+    except Exception as exc:
+        raise UserError(f"serve config args: {_first_line(exc)}") from None
+    return to_typed(merged)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[:3]) if text else type(exc).__name__

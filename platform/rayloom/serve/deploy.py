@@ -1,0 +1,147 @@
+"""`rayloom serve`: deploy the app on the embedded Ray or cluster.address, block or detach.
+
+`deploy(cfg)` puts the application on the Ray cluster this process is connected to and waits
+until every replica is up; `run_serve_job(cfg)` is the whole job: check keys, write the
+equivalent Serve config file, connect/start Ray, deploy, prove a generation works, print the
+endpoint, then either block until Ctrl-C (and take the app down) or return, leaving the app on
+a cluster that outlives this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from rayloom.config import RayloomConfig, ServeConfig
+from rayloom.errors import NotBuiltError, UserError
+from rayloom.serve.auth import AuthSettings, read_api_keys, resolve_auth
+from rayloom.serve.client import check_health, endpoint_url
+from rayloom.serve.plan import is_embedded, plan_serving
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str  # OpenAI base URL, ".../v1"
+    model_id: str
+    app_name: str
+    adapters: tuple[str, ...] = ()
+
+    @property
+    def model_ids(self) -> list[str]:
+        return [self.model_id] + [f"{self.model_id}:{name}" for name in self.adapters]
+
+
+def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None) -> Endpoint:
+    """Deploy `cfg.serve` on the connected Ray cluster and wait until it is running."""
+    from ray import serve as ray_serve
+
+    from rayloom.serve.app import build_app
+
+    serve = cfg.serve
+    plan = plan_serving(cfg)
+    auth = auth or resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)
+    app = build_app(cfg, auth=auth, plan=plan)
+    # Cluster-wide HTTP options; Serve keeps its own when it already runs on this cluster.
+    ray_serve.start(http_options={"host": serve.host, "port": serve.port})
+    serve = _actual_http_address(serve)
+    log.info("deploying %s (model %s from %s)", serve.app_name, plan.model_id, plan.model_source)
+    start = time.monotonic()
+    ray_serve.run_many([ray_serve.RunTarget(target=app, name=serve.app_name, route_prefix=serve.route_prefix)],
+                       wait_for_applications_running=False)
+    wait_until_running(serve.app_name, serve.ready_timeout_s)
+    log.info("%s is running after %.0fs", serve.app_name, time.monotonic() - start)
+    return Endpoint(base_url=endpoint_url(serve), model_id=plan.model_id, app_name=serve.app_name,
+                    adapters=tuple(plan.adapters))
+
+
+def _actual_http_address(serve: ServeConfig) -> ServeConfig:
+    """`serve` with the host/port Serve really listens on (they differ when Serve was already up)."""
+    import dataclasses
+
+    from ray.serve.context import _get_global_client
+
+    try:
+        http = _get_global_client().http_config
+    except Exception:  # a private API; the configured address is the best guess without it
+        return serve
+    if (http.host, http.port) != (serve.host, serve.port):
+        log.warning("Serve already runs on this cluster at %s:%s; serve.host/serve.port (%s:%s) are not applied",
+                    http.host, http.port, serve.host, serve.port)
+        return dataclasses.replace(serve, host=http.host, port=http.port)
+    return serve
+
+
+def wait_until_running(app_name: str, timeout_s: float) -> None:
+    """Poll Serve until the app runs; a failed deploy raises with Serve's own messages."""
+    from ray import serve as ray_serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = ray_serve.status().applications.get(app_name)
+        status = str(app.status) if app else "NOT_STARTED"
+        if status.endswith("RUNNING"):
+            return
+        if status.endswith(("DEPLOY_FAILED", "UNHEALTHY")):
+            details = [app.message] + [f"{name}: {d.message}" for name, d in app.deployments.items() if d.message]
+            raise RuntimeError(f"deploying {app_name} failed: " + " | ".join(m for m in details if m))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{app_name} was not running after {timeout_s:.0f}s (status {status}); "
+                               "raise serve.ready_timeout_s or check `serve status`")
+        time.sleep(1.0)
+
+
+def run_serve_job(cfg: RayloomConfig) -> Endpoint:
+    import ray
+
+    from rayloom.runtime import ray_session
+    from rayloom.serve.serve_config import write_serve_config
+
+    serve = cfg.serve
+    auth = resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)
+    check_gate(cfg)
+    owns_ray = not ray.is_initialized() and is_embedded(cfg.cluster)
+    if owns_ray and not serve.blocking:
+        raise UserError("serve.blocking=false needs a Ray cluster that outlives this process, but cluster.address is "
+                        "empty (the embedded Ray stops when `rayloom serve` exits). Start one with `ray start --head` "
+                        "and set cluster.address=auto, or keep serve.blocking=true")
+    config_path = write_serve_config(cfg)
+    print(f"serve config (for `serve deploy` or a KubeRay RayService): {config_path}", flush=True)
+    with ray_session(cfg.cluster, cfg.storage):
+        endpoint = deploy(cfg, auth=auth)
+        keys = read_api_keys(serve.api_key_env, serve.api_key_file)
+        health = check_health(endpoint.base_url, keys[0] if keys else None)
+        print(f"endpoint: {endpoint.base_url}  models: {', '.join(endpoint.model_ids)}", flush=True)
+        print(f"  health: {health['status']} (one-token generation in {health['latency_ms']} ms); "
+              f"API key: {'$' + serve.api_key_env if serve.require_api_key else 'not required'}", flush=True)
+        print(f"  try: rayloom chat --url {endpoint.base_url}", flush=True)
+        if serve.blocking:
+            _block_until_interrupted(serve)
+    return endpoint
+
+
+def _block_until_interrupted(serve: ServeConfig) -> None:
+    from ray import serve as ray_serve
+
+    print("serving; press Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print(f"\nstopping {serve.app_name}", flush=True)
+        ray_serve.delete(serve.app_name)
+
+
+def check_gate(cfg: RayloomConfig) -> None:
+    """serve.enforce_gate: refuse to deploy a model whose last evaluation failed eval.gate."""
+    if not cfg.serve.enforce_gate:
+        return
+    from rayloom.entry import resolve
+
+    try:
+        gate = resolve("rayloom.eval.gate:check_deploy_gate")
+    except (ImportError, AttributeError):
+        raise NotBuiltError("serve.enforce_gate needs the evaluation deploy gate (issue #9)") from None
+    gate(cfg)

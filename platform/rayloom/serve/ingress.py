@@ -1,0 +1,220 @@
+"""The OpenAI ingress: Ray Serve LLM's `OpenAiIngress`, with rayloom's admission checks in front.
+
+The protocol (routes, request/response models, streaming, routing to replicas, LoRA
+multiplexing) is the library's. This subclass adds only what an exposed endpoint needs and the
+library leaves out: request limits checked before a request is queued for an engine, clean
+OpenAI-style 4xx/503 errors for them, adapter names in /v1/models, and GET /health, which runs a
+real one-token generation. Auth and the body-size limit sit one layer further out
+(rayloom.serve.guard), on the FastAPI app this class is served with (see build_ingress_app).
+
+No `from __future__ import annotations` here: FastAPI reads the endpoint signatures.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+)
+from ray.llm._internal.serve.core.ingress.ingress import DEFAULT_ENDPOINTS, init
+from ray.serve.exceptions import BackPressureError
+from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+from starlette.responses import JSONResponse, Response
+
+from rayloom.serve.auth import AuthSettings
+from rayloom.serve.guard import RequestGuard
+from rayloom.serve.limits import (
+    RequestLimits,
+    RequestRejected,
+    check_prompt_length,
+    check_sampling,
+    resolve_max_tokens,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                   "repetition_penalty", "length_penalty", "n", "logprobs", "top_logprobs", "prompt_logprobs",
+                   "min_tokens", "seed", "stop", "logit_bias", "max_tokens", "max_completion_tokens")
+# Above this many characters, token counting leaves the event loop for a worker thread.
+_COUNT_IN_THREAD_CHARS = 20_000
+HEALTH_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    """Everything the ingress replica needs; picklable, no secrets (auth holds digests and names)."""
+
+    model_id: str
+    tokenizer_source: str
+    cache_dir: str
+    limits: RequestLimits
+    auth: AuthSettings
+    adapter_names: tuple[str, ...] = ()
+    # Names under serve.lora_dynamic_path are not known in advance; let them through to the loader.
+    dynamic_adapters: bool = False
+
+
+class RayloomIngress(OpenAiIngress):
+    def __init__(self, llm_deployments, model_cards, *, settings: IngressSettings, lora_paths=None, **kwargs):
+        super().__init__(llm_deployments, model_cards, lora_paths=lora_paths, **kwargs)
+        # Fail the deploy now, not on the first request, when no key reached this node.
+        settings.auth.verifier().check_ready()
+        self._settings = settings
+        self._limits = settings.limits
+        from rayloom.serve.prompt_tokens import load_serving_tokenizer
+
+        self._tokenizer = load_serving_tokenizer(settings.tokenizer_source, settings.cache_dir)
+
+    # -- OpenAI routes ------------------------------------------------------------------------
+
+    async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+        try:
+            await self._admit(body, chat=True)
+            return await super().chat(body, request)
+        except RequestRejected as exc:
+            return rejection_response(exc)
+        except BackPressureError:
+            return rejection_response(_overloaded())
+
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        try:
+            await self._admit(body, chat=False)
+            return await super().completions(body, request)
+        except RequestRejected as exc:
+            return rejection_response(exc)
+        except BackPressureError:
+            return rejection_response(_overloaded())
+
+    async def model(self, model_id: str):
+        base, _, adapter = model_id.partition(":")
+        if adapter and base == self._settings.model_id and adapter in self._settings.adapter_names:
+            base_card = self._model_cards[base]
+            return ModelCard(id=model_id, object="model", owned_by=base_card.owned_by,
+                             permission=list(base_card.permission),
+                             metadata={**base_card.metadata, "base_model_id": base, "lora_adapter": adapter})
+        return await super().model(model_id)
+
+    async def models(self) -> ModelList:
+        listed = await super().models()
+        known = {card.id for card in listed.data}
+        for name in self._settings.adapter_names:
+            model_id = f"{self._settings.model_id}:{name}"
+            if model_id not in known:
+                listed.data.append(await self.model(model_id))
+        return listed
+
+    async def health(self) -> Response:
+        """200 only when a replica really generates: one greedy token through the whole path."""
+        start = time.perf_counter()
+        probe = CompletionRequest(model=self._settings.model_id, prompt="ping", max_tokens=1, temperature=0.0)
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                result = await anext(self._get_response(body=probe, call_method="completions"))
+            if isinstance(result, list):
+                result = result[0]
+            if isinstance(result, ErrorResponse):
+                raise RuntimeError(result.error.message)
+            if not isinstance(result, CompletionResponse) or result.usage.completion_tokens < 1:
+                raise RuntimeError(f"unexpected probe result {type(result).__name__}")
+        except BackPressureError:
+            return rejection_response(_overloaded())
+        except Exception as exc:  # any failure means "not healthy"; say what failed
+            log.warning("health probe failed: %s", exc)
+            return JSONResponse({"status": "unavailable", "model": self._settings.model_id,
+                                 "error": {"message": f"generation probe failed: {type(exc).__name__}: {exc}",
+                                           "type": "server_error", "param": None, "code": "unhealthy"}},
+                                status_code=503)
+        return JSONResponse({"status": "ok", "model": self._settings.model_id,
+                             "generated_tokens": result.usage.completion_tokens,
+                             "latency_ms": round(1000 * (time.perf_counter() - start), 1)})
+
+    # -- admission ----------------------------------------------------------------------------
+
+    async def _admit(self, body: Any, *, chat: bool) -> None:
+        """Check a request against this endpoint's limits; fill in a bounded max_tokens."""
+        self._check_model_name(body.model)
+        params = {name: getattr(body, name, None) for name in SAMPLING_FIELDS}
+        check_sampling(params, self._limits)
+        max_tokens = resolve_max_tokens(params, self._limits)
+        if params["max_tokens"] is None and params.get("max_completion_tokens") is None:
+            body.max_tokens = max_tokens  # never "until the context is full"
+        if chat:
+            if not body.messages:
+                raise RequestRejected(400, "messages must not be empty", param="messages")
+            size = sum(len(str(m.get("content") or "")) for m in body.messages)
+            counts = [await self._count(size, _count_chat, body.messages)]
+            param = "messages"
+        else:
+            if getattr(body, "prompt_embeds", None) is not None:
+                raise RequestRejected(400, "prompt_embeds are not accepted by this endpoint", param="prompt_embeds")
+            size = len(str(body.prompt))
+            counts = await self._count(size, _count_completion, body.prompt)
+            if not counts:
+                raise RequestRejected(400, "prompt must not be empty", param="prompt")
+            if len(counts) > self._limits.max_batch_prompts:
+                raise RequestRejected(400, f"at most {self._limits.max_batch_prompts} prompts per request, got "
+                                           f"{len(counts)}", param="prompt")
+            param = "prompt"
+        check_prompt_length(max(counts), max_tokens, self._limits, prompt_param=param)
+
+    async def _count(self, size: int, counter, value):
+        if size > _COUNT_IN_THREAD_CHARS:
+            return await asyncio.to_thread(counter, self._tokenizer, value)
+        return counter(self._tokenizer, value)
+
+    def _check_model_name(self, model: str | None) -> None:
+        if not model or ":" not in model:
+            return
+        base, _, adapter = model.partition(":")
+        if base == self._settings.model_id and adapter not in self._settings.adapter_names \
+                and not self._settings.dynamic_adapters:
+            raise RequestRejected(404, f"model {model!r} does not exist; served: "
+                                       f"{[self._settings.model_id] + [f'{base}:{a}' for a in self._settings.adapter_names]}",
+                                  code="model_not_found")
+
+
+def _count_chat(tokenizer, messages) -> int:
+    from rayloom.serve.prompt_tokens import count_chat_tokens
+
+    return count_chat_tokens(tokenizer, messages)
+
+
+def _count_completion(tokenizer, prompt) -> list[int]:
+    from rayloom.serve.prompt_tokens import count_completion_tokens
+
+    return count_completion_tokens(tokenizer, prompt)
+
+
+def _overloaded() -> RequestRejected:
+    return RequestRejected(503, "the model is at capacity (replicas busy, queue full); retry shortly",
+                           type="server_error", code="overloaded", headers={"Retry-After": "1"})
+
+
+def rejection_response(exc: RequestRejected) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+ENDPOINTS = {**DEFAULT_ENDPOINTS, "health": lambda app: app.get("/health")}
+
+
+def build_ingress_app(auth: AuthSettings, max_body_bytes: int) -> FastAPI:
+    """The library's FastAPI app (its error handling, CORS, metrics, request ids) with the guard outermost."""
+    app = init()
+    app.add_middleware(RequestGuard, auth=auth, max_body_bytes=max_body_bytes)
+    return app
+
+
+def build_ingress_class(settings: IngressSettings):
+    """The Serve ingress class: RayloomIngress with its routes bound to a guarded app."""
+    return make_fastapi_ingress(RayloomIngress, endpoint_map=ENDPOINTS,
+                                app=build_ingress_app(settings.auth, settings.limits.max_body_bytes))

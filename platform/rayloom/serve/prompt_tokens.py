@@ -1,0 +1,79 @@
+"""Count prompt tokens at the ingress, with the model's own tokenizer and chat template.
+
+The ingress rejects over-long prompts before they reach an engine replica, so it needs the
+token count the engine would see: chat messages are rendered with the tokenizer's chat
+template (as vLLM renders them), completion prompts are encoded as vLLM encodes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rayloom import storage
+
+log = logging.getLogger(__name__)
+
+# What AutoTokenizer needs from a model directory (not the weights).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                    "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt", "config.json",
+                    "added_tokens.json", "generation_config.json")
+
+
+def load_serving_tokenizer(source: str, cache_dir: str | Path):
+    """The tokenizer of a local model directory, an s3:// model (tokenizer files only) or a hub id."""
+    from transformers import AutoTokenizer
+
+    if storage.is_s3(source):
+        import hashlib
+
+        target = Path(cache_dir).expanduser() / f"tokenizer-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in _TOKENIZER_FILES:
+            uri = storage.join(source, name)
+            if not (target / name).is_file() and storage.exists(uri):
+                (target / name).write_bytes(storage.read_bytes(uri))
+        source = str(target)
+    return AutoTokenizer.from_pretrained(source)
+
+
+def _text_of(content: Any) -> str:
+    """Text of a message's content: a string, or the text parts of a list of content parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content if isinstance(content, Iterable) else []:
+        if isinstance(part, dict) and part.get("type") == "text":
+            parts.append(str(part.get("text", "")))
+    return "\n".join(parts)
+
+
+def count_chat_tokens(tokenizer, messages: Sequence[Any]) -> int:
+    plain = [{"role": str(m.get("role", "user")), "content": _text_of(m.get("content"))}
+             for m in (dict(m) for m in messages)]
+    try:
+        ids = tokenizer.apply_chat_template(plain, tokenize=True, add_generation_prompt=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # BatchEncoding in newer transformers
+            ids = ids["input_ids"]
+        return len(ids)
+    except Exception as exc:  # a template that rejects these roles: the engine will say why
+        log.debug("chat template failed (%s); counting message contents only", exc)
+        return sum(len(tokenizer.encode(m["content"], add_special_tokens=False)) for m in plain)
+
+
+def count_completion_tokens(tokenizer, prompt: Any) -> list[int]:
+    """Token counts of each prompt of a completions request (a string, token ids, or lists of them)."""
+    if prompt is None:
+        return []
+    if isinstance(prompt, str):
+        return [len(tokenizer.encode(prompt))]
+    prompt = list(prompt)
+    if not prompt:
+        return [0]
+    if all(isinstance(t, int) for t in prompt):
+        return [len(prompt)]
+    return [n for item in prompt for n in count_completion_tokens(tokenizer, item)]

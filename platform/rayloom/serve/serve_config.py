@@ -1,0 +1,67 @@
+"""The Serve config file equivalent to `rayloom serve`: for `serve deploy` or a KubeRay RayService.
+
+`render_serve_config(cfg)` returns the dict (Ray Serve's ServeDeploySchema: http_options +
+applications); a RayService takes the same document as `spec.serveConfigV2` (a YAML string, see
+`render_serve_config_yaml`). The application is `rayloom.serve.app:app_builder` with the typed
+serve and model groups as `args`, so the cluster builds exactly what `build_app(cfg)` builds here.
+No secrets are written: API keys stay in the variable / file the config names, which the cluster
+provides (a Kubernetes secret mounted as env or file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from rayloom import storage
+from rayloom.config import RayloomConfig
+
+APP_BUILDER = "rayloom.serve.app:app_builder"
+
+
+def serve_args(cfg: RayloomConfig) -> dict[str, Any]:
+    return {"serve": dataclasses.asdict(cfg.serve), "model": dataclasses.asdict(cfg.model)}
+
+
+def render_serve_config(cfg: RayloomConfig) -> dict[str, Any]:
+    from rayloom.runtime import build_env_vars
+
+    serve = cfg.serve
+    application: dict[str, Any] = {
+        "name": serve.app_name,
+        "route_prefix": serve.route_prefix,
+        "import_path": APP_BUILDER,
+        "args": serve_args(cfg),
+    }
+    env_vars = build_env_vars(cfg.cluster)  # non-secret only; secrets raise in build_env_vars
+    if env_vars:
+        application["runtime_env"] = {"env_vars": env_vars}
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": serve.host, "port": serve.port},
+        "applications": [application],
+    }
+
+
+def render_serve_config_yaml(cfg: RayloomConfig) -> str:
+    import yaml
+
+    header = ("# Ray Serve config written by `rayloom serve` (rayloom.serve.serve_config).\n"
+              "# Deploy with `serve deploy <this file>` or use it as a RayService's spec.serveConfigV2.\n"
+              f"# API keys: provide ${cfg.serve.api_key_env or '<serve.api_key_env>'}"
+              + (f" or the file {cfg.serve.api_key_file}" if cfg.serve.api_key_file else "")
+              + " on the cluster; they are never written here.\n")
+    return header + yaml.safe_dump(render_serve_config(cfg), sort_keys=False)
+
+
+def default_config_path(cfg: RayloomConfig) -> str:
+    return cfg.serve.config_out or storage.join(cfg.storage.root, "serve", cfg.serve.app_name, "serve_config.yaml")
+
+
+def write_serve_config(cfg: RayloomConfig, path: str | Path | None = None) -> str:
+    target = str(path) if path is not None else default_config_path(cfg)
+    if not storage.is_s3(target):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    storage.write_text(target, render_serve_config_yaml(cfg))
+    return target

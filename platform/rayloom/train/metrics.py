@@ -1,0 +1,61 @@
+"""Throughput metrics: a measured peak FLOP/s, FLOPs per token, model FLOPs utilisation, memory."""
+
+from __future__ import annotations
+
+import time
+
+
+def measure_peak_flops(dtype: str = "float32", device: str = "cpu", size: int = 1024, repeats: int = 5) -> float:
+    """Best observed FLOP/s of a square matmul on this worker, the denominator of MFU.
+
+    Vendor peak numbers do not exist for an arbitrary CPU (and differ from what a process with
+    N threads can reach), so the peak is measured the way the work runs: same device, dtype and
+    thread count as training.
+    """
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
+    a = torch.randn(size, size, dtype=torch_dtype, device=device)
+    b = torch.randn(size, size, dtype=torch_dtype, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+def flops_per_token(num_params: int, num_trainable: int, num_embedding: int, num_layers: int, hidden_size: int,
+                    seq_len: int) -> float:
+    """Training FLOPs per token (PaLM, appendix B), adjusted for frozen weights.
+
+    Every matmul weight costs 2 FLOPs per token forward and 2 for the activation gradient; only
+    trainable weights cost 2 more for their own gradient. The input embedding is a lookup, not a
+    matmul. Attention scores add 12 * layers * hidden * seq_len (forward + backward).
+    """
+    dense = num_params - num_embedding
+    trainable_dense = min(num_trainable, dense)
+    return 4.0 * dense + 2.0 * trainable_dense + 12.0 * num_layers * hidden_size * seq_len
+
+
+def mfu(flops_per_token_value: float, positions_per_s_per_worker: float, peak_flops_per_worker: float) -> float:
+    """Model FLOPs utilisation of one worker, 0..1 (positions include padding: the work was done)."""
+    if peak_flops_per_worker <= 0:
+        return 0.0
+    return flops_per_token_value * positions_per_s_per_worker / peak_flops_per_worker
+
+
+def memory_gib(device: str = "cpu") -> float:
+    """Peak memory of this worker: CUDA allocator peak on GPU, peak resident set size on CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux

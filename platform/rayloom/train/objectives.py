@@ -1,0 +1,102 @@
+"""Training objectives: what a batch means and how its loss is summed.
+
+The training loop normalises every loss by the number of targets in the whole optimizer step (all
+data-parallel ranks and accumulation steps together), so results do not depend on how a global
+batch is cut into micro-batches or workers. An objective therefore gives two things per
+micro-batch: the number of targets, and the loss summed over them.
+
+`OBJECTIVES` maps `objective.name` to a builder "module:function(cfg: RayloomConfig) -> Objective";
+names listed in `NOT_BUILT` are valid config values whose objective comes later (preference
+alignment adds its own entries here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rayloom.config import RayloomConfig
+from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS
+from rayloom.errors import NotBuiltError
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    # Dataset columns the objective reads (each a list of seq_len ints per row).
+    columns: tuple[str, ...]
+    # batch (dict of tensors on the model's device) -> number of loss targets in it
+    count_targets: Callable[[dict], Any]
+    # (model, batch) -> loss summed over the batch's targets (a scalar tensor)
+    loss_sum: Callable[[Any, dict], Any]
+    # batch -> number of real (non-padding) tokens, for throughput
+    count_tokens: Callable[[dict], Any]
+
+
+def _lm_count_targets(batch: dict):
+    # The model shifts labels by one inside its loss, so the first label of each row is never a target.
+    return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+
+
+def _lm_count_tokens(batch: dict):
+    return batch["attention_mask"].sum()
+
+
+def lm_inputs(batch: dict) -> dict:
+    """Model inputs for packed causal-LM rows.
+
+    Right-padded rows (the shard contract) need no attention mask under a causal model: real
+    tokens never attend to later padding, and padding carries no labels. Leaving the mask out lets
+    transformers read document boundaries from the restarting position_ids and build a
+    block-diagonal mask, so packed documents do not attend to each other. Rows padded anywhere
+    else keep their mask.
+    """
+    mask = batch["attention_mask"]
+    right_padded = bool((mask[:, 1:] <= mask[:, :-1]).all())
+    inputs = {"input_ids": batch["input_ids"].long(), "position_ids": batch["position_ids"].long(),
+              "labels": batch["labels"].long(), "use_cache": False}
+    if not right_padded:
+        inputs["attention_mask"] = mask.long()
+    return inputs
+
+
+def _lm_loss_sum(model, batch: dict):
+    # num_items_in_batch=1 makes transformers' causal-LM loss a sum over targets (it shifts labels).
+    return model(**lm_inputs(batch), num_items_in_batch=1).loss
+
+
+def causal_lm(cfg: RayloomConfig) -> Objective:
+    """Next-token cross-entropy on the `labels` column.
+
+    Pre-training (clm) and SFT (sft) share it: SFT shards carry IGNORE_INDEX on every
+    non-assistant token, so the same loss trains only on assistant turns.
+    """
+    return Objective(name=cfg.objective.name, columns=LM_COLUMNS, count_targets=_lm_count_targets,
+                     loss_sum=_lm_loss_sum, count_tokens=_lm_count_tokens)
+
+
+OBJECTIVES: dict[str, str] = {
+    "clm": "rayloom.train.objectives:causal_lm",
+    "sft": "rayloom.train.objectives:causal_lm",
+}
+
+# objective -> what is missing; valid config values whose training objective is still to come.
+NOT_BUILT: dict[str, str] = {
+    "dpo": "preference alignment (issue #7)",
+    "ipo": "preference alignment (issue #7)",
+    "orpo": "preference alignment (issue #7)",
+    "safety_sft": "safety tuning (issue #7)",
+}
+
+
+def check_objective_built(name: str) -> None:
+    if name not in OBJECTIVES:
+        raise NotBuiltError(f"objective {name!r} needs {NOT_BUILT.get(name, 'an objective builder')}, which")
+
+
+def build_objective(cfg: RayloomConfig) -> Objective:
+    from rayloom.entry import resolve
+
+    check_objective_built(cfg.objective.name)
+    return resolve(OBJECTIVES[cfg.objective.name])(cfg)

@@ -71,8 +71,6 @@ STAGES_NOT_BUILT: dict[str, str] = {
     "sft": "supervised fine-tuning with LoRA (issue #4)",
     "align": "preference alignment (issue #7)",
     "tune": "hyperparameter sweeps (issue #8)",
-    "eval": "evaluation (issue #9)",
-    "serve": "serving (issue #5)",
 }
 
 

@@ -42,9 +42,6 @@ NOT_BUILT: dict[str, str] = {
     "train": "distributed training (issue #4)",
     "export": "adapter merge and export (issue #4)",
     "tune": "hyperparameter sweeps (issue #8)",
-    "eval": "evaluation (issue #9)",
-    "serve": "serving (issue #5)",
-    "chat": "the chat client (issue #5)",
 }
 
 

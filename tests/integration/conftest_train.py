@@ -114,3 +114,24 @@ def write_shards(out_uri: str, train_rows: list[dict], val_rows: list[dict] | No
                     "tokenizer_hash": "", "config_hash": "", "content_hash": ""}
         (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
         return storage.commit_dir(tmp, out_uri)
+
+
+def train_overrides(root, *extra: str) -> list[str]:
+    """Small, fast settings shared by the training tests (tiny-2l, 64-token rows, 2 workers)."""
+    return ["model=tiny-2l", "data.seq_len=64", "train.num_workers=2", "train.micro_batch_size=2",
+            "train.warmup_steps=0", "train.lr=3e-3", f"storage.root={root}", "tracking.progress_bar=false",
+            "train.eval_batches=0", *extra]
+
+
+def find_train_workers() -> list:
+    """Ray Train worker processes started under this test process (its embedded Ray's raylet)."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found

@@ -162,13 +162,22 @@ def _wait_ready(state: HeadState, process: subprocess.Popen, timeout_s: float) -
         try:
             request = urllib.request.Request(f"{state.dashboard_url}/api/jobs/", headers=headers)
             with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
+                if response.status == 200 and _head_node_registered(state, headers):
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)
     raise UserError(f"the Ray head did not answer on {state.dashboard_url} within {timeout_s:.0f}s "
                     f"(log: {state.log_path})")
+
+
+def _head_node_registered(state: HeadState, headers: dict[str, str]) -> bool:
+    """The job API can answer a moment before the head's raylet has registered."""
+    request = urllib.request.Request(f"{state.dashboard_url}/api/v0/nodes?limit=10", headers=headers)
+    with urllib.request.urlopen(request, timeout=2) as response:
+        body = json.loads(response.read())
+    nodes = body.get("data", {}).get("result", {}).get("result", [])
+    return any(node.get("state") == "ALIVE" for node in nodes)
 
 
 def _session_processes(session_id: int) -> list:

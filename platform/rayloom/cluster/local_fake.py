@@ -106,7 +106,7 @@ def cmd_status(args) -> int:
     print(f"{'NODE':14} {'ROLE':6} {'CPU':>5} {'GPU':>5} ACCELERATOR")
     for node in sorted(alive, key=lambda n: (not n.is_head_node, n.node_id)):
         res = node.resources_total or {}
-        print(f"{node.node_id[:12]:14} {'head' if node.is_head_node else 'worker':6} {res.get('CPU', 0):>5g} "
+        print(f"{node.node_id[-12:]:14} {'head' if node.is_head_node else 'worker':6} {res.get('CPU', 0):>5g} "
               f"{res.get('GPU', 0):>5g} {accelerator_of(res)}")
     print(f"{len(alive)} alive node(s), {len(nodes) - len(alive)} removed")
     return 0
@@ -116,9 +116,10 @@ def probe_gpu(state: head_mod.HeadState, num_gpus: float, accelerator_type: str,
               wait_idle_s: float) -> dict:
     """Run one task that needs GPUs and report where it ran; optionally wait until that node is
     removed for being idle. On a fake-GPU cluster this shows a scale-up and a scale-down."""
+    # Before importing ray: it reads the auth mode once, when its core module loads.
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state.token_path})
     import ray
 
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state.token_path})
     ray.init(address=state.gcs_address, logging_level="WARNING", log_to_driver=False)
     try:
         before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
@@ -155,7 +156,7 @@ def cmd_probe(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"GPU task ran on node {result['node_id'][:12]} ({result['accelerator']}, {result['node_gpus']:g} GPUs) "
+    print(f"GPU task ran on node {result['node_id'][-12:]} ({result['accelerator']}, {result['node_gpus']:g} GPUs) "
           f"with GPU ids {result['gpu_ids']} after {result['scheduled_after_s']}s"
           f"{' - a node the autoscaler added for it' if result['new_node'] else ''}")
     if "removed_when_idle" in result:

@@ -141,7 +141,9 @@ def submit_main(argv: list[str]) -> int:
               f"(`rayloom jobs logs {job_id} -f`, `rayloom jobs stop {job_id}`)", file=sys.stderr)
         return 130
     code = job_exit_code(info)
-    detail = "" if code == 0 else f" (exit code {code}): {info.message or ''}".rstrip(": ")
+    # Ray's message repeats the log tail after its first line; the logs were already streamed.
+    first_line = (info.message or "").splitlines()[0] if info.message else ""
+    detail = "" if code == 0 else f" (exit code {code}): {first_line}".rstrip(": ")
     print(f"rayloom submit: {job_id} {job_status_text(info)}{detail}", file=sys.stderr)
     return code
 

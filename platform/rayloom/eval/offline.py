@@ -39,7 +39,25 @@ def _engine_env(settings: EngineSettings) -> None:
     # load time on CPU. setdefault: an operator's explicit setting wins.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+
+def engine_dtype(model_dir: str, requested: str) -> str:
+    """"auto" -> the dtype the checkpoint was saved in. vLLM's own "auto" runs float32 checkpoints
+    in bfloat16 on CPU, which would make scores differ from the model as trained and from
+    transformers; an explicit eval.dtype (e.g. bfloat16 for speed) is used as given."""
+    import json
+
+    if requested != "auto":
+        return requested
+    config = os.path.join(model_dir, "config.json")
+    if os.path.isfile(config):
+        with open(config) as handle:
+            data = json.load(handle)
+        saved = data.get("dtype") or data.get("torch_dtype")
+        if saved in ("float32", "bfloat16", "float16"):
+            return saved
+    return "auto"
 
 
 def capped_context(model_dir: str, requested: int) -> int:
@@ -72,7 +90,8 @@ class VLLMPredictor:
         model_dir = str(resolve_model_dir(model))
         self.max_model_len = capped_context(model_dir, settings.max_model_len)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=model.trust_remote_code)
-        self.llm = LLM(model=model_dir, dtype=settings.dtype, max_model_len=self.max_model_len,
+        self.llm = LLM(model=model_dir, dtype=engine_dtype(model_dir, settings.dtype),
+                       max_model_len=self.max_model_len,
                        enforce_eager=settings.enforce_eager, seed=settings.seed,
                        trust_remote_code=model.trust_remote_code)
 

@@ -17,7 +17,7 @@ from rayloom.config import RayloomConfig, ServeConfig
 from rayloom.errors import NotBuiltError, UserError
 from rayloom.serve.auth import AuthSettings, read_api_keys, resolve_auth
 from rayloom.serve.client import check_health, endpoint_url
-from rayloom.serve.plan import is_embedded, plan_serving
+from rayloom.serve.plan import ServePlan, is_embedded, plan_serving
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,17 @@ class Endpoint:
         return [self.model_id] + [f"{self.model_id}:{name}" for name in self.adapters]
 
 
-def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None) -> Endpoint:
-    """Deploy `cfg.serve` on the connected Ray cluster and wait until it is running."""
+def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServePlan | None = None) -> Endpoint:
+    """Deploy `cfg.serve` on the connected Ray cluster and wait until it is running.
+
+    `auth` defaults to the keys this process sees; `plan` to `plan_serving(cfg)`.
+    """
     from ray import serve as ray_serve
 
     from rayloom.serve.app import build_app
 
     serve = cfg.serve
-    plan = plan_serving(cfg)
+    plan = plan or plan_serving(cfg)
     auth = auth or resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)
     app = build_app(cfg, auth=auth, plan=plan)
     # Cluster-wide HTTP options; Serve keeps its own when it already runs on this cluster.

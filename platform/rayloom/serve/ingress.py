@@ -28,6 +28,7 @@ from ray.llm._internal.serve.core.configs.openai_api_models import (
 from ray.llm._internal.serve.core.ingress.ingress import DEFAULT_ENDPOINTS, init
 from ray.serve.exceptions import BackPressureError
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from rayloom.serve.auth import AuthSettings
@@ -37,6 +38,7 @@ from rayloom.serve.limits import (
     RequestRejected,
     check_prompt_length,
     check_sampling,
+    error_body,
     resolve_max_tokens,
 )
 
@@ -173,14 +175,13 @@ class RayloomIngress(OpenAiIngress):
         return counter(self._tokenizer, value)
 
     def _check_model_name(self, model: str | None) -> None:
-        if not model or ":" not in model:
-            return
+        if not model:
+            return  # the library defaults to the only served model
         base, _, adapter = model.partition(":")
-        if base == self._settings.model_id and adapter not in self._settings.adapter_names \
-                and not self._settings.dynamic_adapters:
-            raise RequestRejected(404, f"model {model!r} does not exist; served: "
-                                       f"{[self._settings.model_id] + [f'{base}:{a}' for a in self._settings.adapter_names]}",
-                                  code="model_not_found")
+        known_adapter = adapter in self._settings.adapter_names or self._settings.dynamic_adapters
+        if base not in self._model_cards or (adapter and not known_adapter):
+            served = [self._settings.model_id] + [f"{self._settings.model_id}:{a}" for a in self._settings.adapter_names]
+            raise RequestRejected(404, f"model {model!r} does not exist; served: {served}", code="model_not_found")
 
 
 def _count_chat(tokenizer, messages) -> int:
@@ -210,8 +211,18 @@ ENDPOINTS = {**DEFAULT_ENDPOINTS, "health": lambda app: app.get("/health")}
 def build_ingress_app(auth: AuthSettings, max_body_bytes: int) -> FastAPI:
     """The library's FastAPI app (its error handling, CORS, metrics, request ids) with the guard outermost."""
     app = init()
+    # FastAPI's default renders HTTP errors (unknown route, the library's 404s) as {"detail": ...};
+    # OpenAI clients expect {"error": {...}}.
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestGuard, auth=auth, max_body_bytes=max_body_bytes)
     return app
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return JSONResponse(error_body(str(exc.detail), type=kind, code=code), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
 
 
 def build_ingress_class(settings: IngressSettings):

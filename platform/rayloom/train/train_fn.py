@@ -45,6 +45,7 @@ def train_fn(config: dict) -> None:
     import ray.train
     import torch
     import torch.distributed as dist
+    from deepspeed.runtime.utils import clip_grad_norm_
 
     from rayloom.models import resolve_model_dir
     from rayloom.models.peft_wrap import count_parameters
@@ -85,7 +86,8 @@ def train_fn(config: dict) -> None:
     )
     marks["deepspeed"] = time.perf_counter() - fn_started
     # Parameters this rank holds after ZeRO-3 partitioning / AutoTP sharding (the full count otherwise).
-    params_local = sum((p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()) for p in engine.module.parameters())
+    params_local = sum((p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel())
+                       for p in engine.module.parameters())
     tp = geometry.tensor_parallel_size
     dp_rank = rank // tp  # DeepSpeed's AutoTP mesh puts each tensor-parallel group on consecutive ranks
 
@@ -127,6 +129,7 @@ def train_fn(config: dict) -> None:
 
     # --- the loop ---
     val_batches = None
+    own_grad_norm = cfg.deepspeed.zero_stage == 0
     engine.train()
     window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0, 0, 0
     while state.step < train.max_steps:
@@ -142,13 +145,19 @@ def train_fn(config: dict) -> None:
         scale = geometry.data_parallel_size * geometry.grad_accum / max(global_targets, 1.0)
         lr = scheduler.get_last_lr()[0]
         loss_sum = torch.zeros((), dtype=torch.float64)
-        for mb in micro_batches:
+        own_norm = None
+        for index, mb in enumerate(micro_batches):
             loss = objective.loss_sum(engine, mb)
             loss_sum += loss.detach().double().cpu()
             engine.backward(loss * scale)
+            if own_grad_norm and index == len(micro_batches) - 1:
+                # Without ZeRO, DeepSpeed clips with this norm but does not keep it; measure it the
+                # same way (gradients are already averaged here), with no clipping (max_norm=inf).
+                own_norm = float(clip_grad_norm_(engine.module.parameters(), float("inf"), mpu=engine.mpu))
             engine.step()
         dist.all_reduce(loss_sum)
         grad_norm = engine.get_global_grad_norm()
+        grad_norm = own_norm if grad_norm is None else grad_norm
         state.step += 1
         state.epoch, state.rows_in_epoch = epoch, rows_in_epoch
         state.tokens_seen += int(global_tokens)
@@ -198,8 +207,12 @@ def _quiet_libraries(rank: int) -> None:
     from rayloom.entry import configure_logging
 
     configure_logging(logging.INFO if rank == 0 else logging.WARNING)
-    for name in ("DeepSpeed", "deepspeed", "torch.distributed", "ray.data"):
+    for name in ("DeepSpeed", "deepspeed", "torch.distributed", "ray.data", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    import transformers
+
+    # Per-worker "Loading weights" / "Writing model shards" bars would interleave in the driver's log.
+    transformers.utils.logging.disable_progress_bar()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

@@ -1,0 +1,3 @@
+output "public_ip" {
+  value = aws_instance.this.public_ip
+}

@@ -1,0 +1,11 @@
+output "head_instance_profile_arn" {
+  value = aws_iam_instance_profile.head.arn
+}
+
+output "worker_instance_profile_arn" {
+  value = aws_iam_instance_profile.worker.arn
+}
+
+output "worker_role_arn" {
+  value = aws_iam_role.worker.arn
+}

@@ -1,0 +1,1 @@
+"""Custom checkov policies for rayloom's Terraform (loaded with --external-checks-dir)."""

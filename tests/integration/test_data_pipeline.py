@@ -1,0 +1,222 @@
+"""The data pipeline on a real local Ray cluster: golden inputs with planted duplicates and bad rows,
+packing and loss-mask invariants, byte-identical reruns, S3 round trips, streaming into Ray Train."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from integration.conftest_data import lm_segments, write_golden
+
+from rayloom import storage
+from rayloom.config import SourceConfig, compose
+from rayloom.data.pipeline import run_data_job
+from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS, MANIFEST_KEYS, PREFERENCE_COLUMNS
+from rayloom.data.streaming import open_shards, read_manifest
+from rayloom.errors import UserError
+from rayloom.models import load_tokenizer
+
+pytestmark = pytest.mark.integration
+
+
+def _config(root: Path, sources: list[dict], *overrides: str, output: str = ""):
+    cfg = compose("data", ["model=tiny-2l", f"storage.root={root}", "data.name=golden", "data.seq_len=64",
+                           "data.filters.min_chars=8", "data.rows_per_shard=16", "data.val_fraction=0.1",
+                           "data.progress_bars=false", "data.tokenize_batch_size=16", "data.demo=''", *overrides])
+    data = dataclasses.replace(cfg.data, sources=[SourceConfig(**s) for s in sources], output=output)
+    return dataclasses.replace(cfg, data=data)
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("golden")
+    spec = write_golden(root / "src")
+    cfg = _config(root / "runs", spec["sources"])
+    result = run_data_job(cfg)
+    return {"root": root, "spec": spec, "cfg": cfg, "result": result}
+
+
+def _rows(output: str, split: str) -> list[dict]:
+    return open_shards(output)[split].take_all() if split in open_shards(output) else []
+
+
+def test_golden_counts_drops_and_quarantine(golden):
+    expected, manifest = golden["spec"]["expected"], golden["result"].manifest
+    assert set(MANIFEST_KEYS) <= set(manifest)
+    counts = manifest["counts"]
+    assert counts["read"] == expected["read"]
+    assert counts["bad"] == sum(expected["bad"].values())
+    assert counts["filtered"] == sum(expected["filtered"].values())
+    assert counts["deduped"] == sum(expected["duplicates"].values())
+    for reason, n in {**expected["bad"], **expected["filtered"], **expected["duplicates"]}.items():
+        assert manifest["drops"][reason] == n, reason
+    web, chat, books = manifest["sources"]
+    assert [web["kept"], chat["kept"], books["kept"]] == expected["kept_per_source"]
+    assert chat["sampled"] == 2 * chat["kept"]                     # weight 2.0
+    assert 0 < books["sampled"] < books["kept"]                     # weight 0.5
+    assert [f["path"] for f in web["files"]] == ["part-0.jsonl", "part-1.jsonl"]   # _SUCCESS skipped
+    assert counts["kept"] == sum(expected["kept_per_source"])
+    assert counts["sampled"] == web["sampled"] + chat["sampled"] + books["sampled"]
+    assert manifest["drops"]["weight_subsampled"] == books["kept"] - books["sampled"]
+
+    quarantine = golden["result"].quarantine
+    assert quarantine and manifest["quarantine"] == quarantine
+    bad = [json.loads(line) for line in storage.read_text(quarantine).splitlines()]
+    reasons = {}
+    for row in bad:
+        reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+        assert row["detail"] and row["file"] and isinstance(row["row"], int)
+    assert reasons == expected["bad"]
+    not_utf8 = next(r for r in bad if r["reason"] == "not_utf8")
+    assert "\\xe9" in not_utf8["raw"] and not_utf8["file"].endswith("part-0.jsonl") and not_utf8["row"] == 7
+
+
+def test_packing_keeps_documents_apart_and_masks_only_assistant_tokens(golden, tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    output, manifest = golden["result"].output, golden["result"].manifest
+    user_id = tok.convert_tokens_to_ids("<|system|>")
+    answers = set(golden["spec"]["expected"]["chat_answers"])
+    chat_segments = text_segments = 0
+    real = 0
+    for split in ("train", "validation"):
+        rows = _rows(output, split)
+        assert len(rows) == manifest["splits"][split]["rows"] > 0
+        for row in rows:
+            assert set(row) == set(LM_COLUMNS) and len(row["input_ids"]) == 64
+            real += int(sum(row["attention_mask"]))
+            for seg in lm_segments(row):
+                if len(seg["ids"]) > 1 and seg["ids"][1] == user_id:
+                    chat_segments += 1
+                    trained = [t for t, lab in zip(seg["ids"], seg["labels"], strict=True) if lab != IGNORE_INDEX]
+                    assert tok.decode(trained) in answers
+                else:
+                    text_segments += 1
+                    assert seg["labels"][1:] == seg["ids"][1:]
+    assert chat_segments == manifest["sources"][1]["sampled"]
+    assert real == manifest["tokens"]["real"]
+    assert manifest["tokens"]["packing_efficiency"] == pytest.approx(real / manifest["tokens"]["slots"], abs=1e-6)
+    assert manifest["tokens"]["packing_efficiency"] > 0.9
+    assert len(manifest["splits"]["train"]["files"]) > 1                          # rows_per_shard=16
+
+
+def test_rerun_gives_byte_identical_shards(golden):
+    first = golden["result"]
+    cfg = golden["cfg"]
+    again = run_data_job(dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, output=str(golden["root"] / "runs" / "again"))))
+    files = storage.list_files(first.output)
+    assert files == storage.list_files(again.output)
+    assert any(f.endswith(".parquet") for f in files)
+    for name in files:
+        assert storage.read_bytes(storage.join(first.output, name)) == \
+            storage.read_bytes(storage.join(again.output, name)), name
+    assert again.manifest["content_hash"] == first.manifest["content_hash"]
+
+
+def test_too_many_bad_rows_fail_loudly_and_publish_nothing(golden):
+    cfg = golden["cfg"]
+    output = str(golden["root"] / "runs" / "strict")
+    strict = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_bad_fraction=0.02, output=output))
+    with pytest.raises(UserError, match=r"data.max_bad_fraction=0.02") as info:
+        run_data_job(strict)
+    assert "quarantine" in str(info.value) or ".quarantine.jsonl" in str(info.value)
+    assert storage.exists(output + ".quarantine.jsonl")
+    assert not storage.is_committed(output)
+
+
+def test_preference_pairs_keep_chosen_and_rejected(tmp_path, ray_local, tiny_model_dir):
+    records = [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(30)]
+    records += [{"prompt": [{"role": "system", "content": "Be exact."}, {"role": "user", "content": "Spell cat."}],
+                 "chosen": [{"role": "assistant", "content": "c a t"}], "rejected": "dog"},
+                {"prompt": "Same?", "chosen": "yes", "rejected": "yes"},        # bad: identical
+                {"prompt": "Missing rejected", "chosen": "x"}]                   # bad: schema
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = _config(tmp_path / "runs", [{"path": str(path), "schema": "preference"}], "data.name=pairs")
+    result = run_data_job(cfg)
+    assert result.manifest["kind"] == "preference"
+    assert result.manifest["counts"]["bad"] == 2 and result.manifest["drops"]["schema"] == 2
+    tok = load_tokenizer(tiny_model_dir)
+    rows = _rows(result.output, "train") + _rows(result.output, "validation")
+    assert len(rows) == 31
+    pairs = {(r["chosen"] if isinstance(r["chosen"], str) else r["chosen"][0]["content"],
+              r["rejected"]) for r in records[:31]}
+    seen = set()
+    for row in rows:
+        assert set(row) == set(PREFERENCE_COLUMNS)
+        sides = []
+        for side in ("chosen", "rejected"):
+            ids, labels = list(row[f"{side}_input_ids"]), list(row[f"{side}_labels"])
+            assert len(ids) == 64 and labels[0] == IGNORE_INDEX
+            trained = [t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]
+            text = tok.decode(trained)
+            assert text.endswith("<|end|>")
+            sides.append(text.removesuffix("<|end|>"))
+        seen.add(tuple(sides))
+    assert seen == pairs
+
+
+def test_s3_sources_and_shards_round_trip(golden, s3_server):
+    bucket = s3_server["bucket"]
+    src = f"s3://{bucket}/golden-src"
+    storage.upload_dir(golden["root"] / "src", src)
+    local_sources = golden["spec"]["sources"]
+    sources = [{**s, "path": s["path"].replace(str(golden["root"] / "src"), src)} for s in local_sources]
+    output = f"s3://{bucket}/datasets/golden"
+    result = run_data_job(_config(golden["root"] / "runs", sources, output=output))
+    assert result.output == output and storage.is_committed(output)
+    assert read_manifest(output)["content_hash"] == golden["result"].manifest["content_hash"]
+    assert storage.exists(output + ".quarantine.jsonl")
+    rows = open_shards(output)["train"].take_all()
+    assert len(rows) == golden["result"].manifest["splits"]["train"]["rows"]
+    for row in rows[:20]:
+        lm_segments(row)
+
+
+def test_materialize_false_streams_the_same_records(golden):
+    cfg = golden["cfg"]
+    output = str(golden["root"] / "runs" / "stream")
+    result = run_data_job(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, materialize=False,
+                                                                            output=output)))
+    manifest = result.manifest
+    assert manifest["materialized"] is False and manifest["counts"] == {
+        k: v for k, v in golden["result"].manifest["counts"].items() if k not in ("tokenized", "rows")}
+    assert not any(f.endswith(".parquet") and f.startswith("train") for f in storage.list_files(result.output))
+    datasets = open_shards(result.output)
+    materialized = golden["result"].manifest["splits"]
+    for split in ("train", "validation"):
+        real = 0
+        for batch in datasets[split].iter_torch_batches(batch_size=8, prefetch_batches=2):
+            assert tuple(batch["input_ids"].shape)[1] == 64
+            real += int(batch["attention_mask"].sum())
+        assert real == materialized[split]["tokens"], split
+
+
+def test_ray_train_workers_stream_the_shards(golden, tmp_path):
+    import ray.train
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = tmp_path / "seen"
+    out.mkdir()
+
+    def loop(config):
+        shard = ray.train.get_dataset_shard("train")
+        rows = tokens = 0
+        for batch in shard.iter_torch_batches(batch_size=4, prefetch_batches=2):
+            rows += batch["input_ids"].shape[0]
+            tokens += int(batch["attention_mask"].sum())
+        rank = ray.train.get_context().get_world_rank()
+        Path(config["out"], f"{rank}.json").write_text(json.dumps({"rows": rows, "tokens": tokens}))
+
+    trainer = TorchTrainer(loop, train_loop_config={"out": str(out)},
+                           scaling_config=ScalingConfig(num_workers=2, use_gpu=False),
+                           datasets=open_shards(golden["result"].output, splits=("train",)),
+                           run_config=RunConfig(storage_path=str(tmp_path / "train")))
+    trainer.fit()
+    seen = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert len(seen) == 2 and all(s["rows"] > 0 for s in seen)
+    train = golden["result"].manifest["splits"]["train"]
+    assert sum(s["rows"] for s in seen) == train["rows"] and sum(s["tokens"] for s in seen) == train["tokens"]

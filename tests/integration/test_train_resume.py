@@ -1,0 +1,97 @@
+"""Failure and resume: a worker process killed mid-run is restarted by Ray Train from the newest
+complete checkpoint (losing at most one checkpoint interval), an incomplete checkpoint is never
+loaded, and a rerun with the same run name continues from where the run stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from integration.conftest_train import find_train_workers, pretrain_rows, train_overrides
+
+from rayloom.config import compose
+from rayloom.train import checkpoints as ckpts
+
+pytestmark = pytest.mark.integration
+
+EVERY = 5
+ROWS = 48
+
+
+@pytest.fixture(scope="module")
+def rows(tiny_model_dir):
+    return pretrain_rows(tiny_model_dir, seq_len=64, max_rows=ROWS)
+
+
+def _cfg(root, *extra):
+    return compose("train", train_overrides(root, "train.run_name=resume-me", f"train.checkpoint_every={EVERY}",
+                                            "train.max_failures=1", "train.export=false", *extra))
+
+
+def _kill_a_worker_after_a_checkpoint(run_dir: str, killed: dict) -> None:
+    """Wait for a complete checkpoint (step >= EVERY), then SIGKILL one training worker process."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        newest = ckpts.latest_complete(run_dir) if os.path.isdir(run_dir) else None
+        if newest and newest[0] >= EVERY:
+            workers = find_train_workers()
+            if workers:
+                victim = workers[-1]
+                killed.update(step=newest[0], pid=victim.pid)
+                os.kill(victim.pid, signal.SIGKILL)
+                return
+        time.sleep(0.05)
+
+
+def test_killed_worker_resumes_and_incomplete_checkpoint_is_never_loaded(ray_local, rows, tmp_path):
+    from rayloom.train.driver import run_dir, train
+
+    cfg = _cfg(tmp_path, "train.max_steps=30")
+    directory = run_dir(cfg)
+    killed: dict = {}
+    killer = threading.Thread(target=_kill_a_worker_after_a_checkpoint, args=(directory, killed), daemon=True)
+    killer.start()
+    result = train(cfg, datasets={"train": ray_local.data.from_items(rows)})
+    killer.join(timeout=5)
+
+    # Ray Train restarted the workers once, from a complete checkpoint at or after the one that
+    # existed when the worker died; at most one checkpoint interval of steps was repeated.
+    assert killed, "the run finished before a worker could be killed"
+    assert result.num_failures == 1
+    assert len(result.resumes) == 1 and result.resumes[0]["from_step"] >= killed["step"]
+    steps = [h["step"] for h in result.history]
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    reached, resumed_from = steps[restart - 1], steps[restart] - 1
+    assert resumed_from == result.resumes[0]["from_step"]
+    assert 0 <= reached - resumed_from <= EVERY
+    assert result.step == 30 and steps[-1] == 30
+
+    # The data position survived the restart: every worker consumed step * micro rows overall.
+    state = ckpts.read_state(result.checkpoint)
+    rows_per_epoch = (ROWS // 2) // 2 * 2  # rows per worker per epoch, whole micro-batches
+    assert state.epoch * rows_per_epoch + state.rows_in_epoch == 30 * 2
+
+    # A crash between upload and marker leaves the newest checkpoint incomplete: the rerun of the
+    # same run name must skip it and continue from the one before.
+    final_step, final_uri = ckpts.latest_complete(directory)
+    os.remove(os.path.join(final_uri, ckpts.MARKER))
+    previous_step = ckpts.latest_complete(directory)[0]
+    assert previous_step == final_step - EVERY
+    again = train(_cfg(tmp_path, "train.max_steps=32"), datasets={"train": ray_local.data.from_items(rows)})
+    assert again.resumes[-1]["from_step"] == previous_step
+    assert [h["step"] for h in again.history][0] == previous_step + 1
+    assert again.step == 32 and ckpts.is_complete(again.checkpoint)
+
+
+def test_on_existing_error_refuses_to_touch_a_previous_run(ray_local, rows, tmp_path):
+    from rayloom.errors import UserError
+    from rayloom.train.driver import train
+
+    cfg = _cfg(tmp_path, "train.max_steps=2", "train.checkpoint_every=2")
+    train(cfg, datasets={"train": ray_local.data.from_items(rows)})
+    with pytest.raises(UserError, match="already has checkpoints"):
+        train(_cfg(tmp_path, "train.max_steps=4", "train.on_existing=error"),
+              datasets={"train": ray_local.data.from_items(rows)})

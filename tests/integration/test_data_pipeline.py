@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def _config(root: Path, sources: list[dict], *overrides: str, output: str = ""):
-    cfg = compose("data", ["model=tiny-2l", f"storage.root={root}", "data.name=golden", "data.seq_len=64",
+    cfg = compose("data", ["model=tiny-2l", f"storage.root={root}", "data.name=golden", "data.seq_len=128",
                            "data.filters.min_chars=8", "data.rows_per_shard=16", "data.val_fraction=0.1",
                            "data.progress_bars=false", "data.tokenize_batch_size=16", "data.demo=''", *overrides])
     data = dataclasses.replace(cfg.data, sources=[SourceConfig(**s) for s in sources], output=output)
@@ -39,7 +39,8 @@ def golden(tmp_path_factory, ray_local):
 
 
 def _rows(output: str, split: str) -> list[dict]:
-    return open_shards(output)[split].take_all() if split in open_shards(output) else []
+    datasets = open_shards(output)
+    return datasets[split].take_all() if split in datasets else []
 
 
 def test_golden_counts_drops_and_quarantine(golden):
@@ -84,7 +85,7 @@ def test_packing_keeps_documents_apart_and_masks_only_assistant_tokens(golden, t
         rows = _rows(output, split)
         assert len(rows) == manifest["splits"][split]["rows"] > 0
         for row in rows:
-            assert set(row) == set(LM_COLUMNS) and len(row["input_ids"]) == 64
+            assert set(row) == set(LM_COLUMNS) and len(row["input_ids"]) == 128
             real += int(sum(row["attention_mask"]))
             for seg in lm_segments(row):
                 if len(seg["ids"]) > 1 and seg["ids"][1] == user_id:
@@ -94,25 +95,26 @@ def test_packing_keeps_documents_apart_and_masks_only_assistant_tokens(golden, t
                 else:
                     text_segments += 1
                     assert seg["labels"][1:] == seg["ids"][1:]
+    assert manifest["tokens"]["truncated_records"] == 0
     assert chat_segments == manifest["sources"][1]["sampled"]
     assert real == manifest["tokens"]["real"]
     assert manifest["tokens"]["packing_efficiency"] == pytest.approx(real / manifest["tokens"]["slots"], abs=1e-6)
-    assert manifest["tokens"]["packing_efficiency"] > 0.9
+    assert manifest["tokens"]["packing_efficiency"] > 0.8    # small shard groups (rows_per_shard=16)
     assert len(manifest["splits"]["train"]["files"]) > 1                          # rows_per_shard=16
 
 
 def test_rerun_gives_byte_identical_shards(golden):
     first = golden["result"]
-    cfg = golden["cfg"]
-    again = run_data_job(dataclasses.replace(cfg, data=dataclasses.replace(
-        cfg.data, output=str(golden["root"] / "runs" / "again"))))
-    files = storage.list_files(first.output)
-    assert files == storage.list_files(again.output)
-    assert any(f.endswith(".parquet") for f in files)
-    for name in files:
-        assert storage.read_bytes(storage.join(first.output, name)) == \
-            storage.read_bytes(storage.join(again.output, name)), name
-    assert again.manifest["content_hash"] == first.manifest["content_hash"]
+    before = {name: storage.read_bytes(storage.join(first.output, name)) for name in storage.list_files(first.output)}
+    assert sum(name.endswith(".parquet") for name in before) == len(first.manifest["splits"]["train"]["files"]) + \
+        len(first.manifest["splits"]["validation"]["files"])
+    again = run_data_job(golden["cfg"])                     # same config, same output: replaced in place
+    assert again.output == first.output
+    after = {name: storage.read_bytes(storage.join(again.output, name)) for name in storage.list_files(again.output)}
+    assert sorted(after) == sorted(before)
+    for name, data in before.items():
+        assert after[name] == data, name                    # shards, manifest and commit marker
+    assert again.manifest == first.manifest
 
 
 def test_too_many_bad_rows_fail_loudly_and_publish_nothing(golden):
@@ -149,7 +151,7 @@ def test_preference_pairs_keep_chosen_and_rejected(tmp_path, ray_local, tiny_mod
         sides = []
         for side in ("chosen", "rejected"):
             ids, labels = list(row[f"{side}_input_ids"]), list(row[f"{side}_labels"])
-            assert len(ids) == 64 and labels[0] == IGNORE_INDEX
+            assert len(ids) == 128 and labels[0] == IGNORE_INDEX
             trained = [t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]
             text = tok.decode(trained)
             assert text.endswith("<|end|>")
@@ -189,7 +191,7 @@ def test_materialize_false_streams_the_same_records(golden):
     for split in ("train", "validation"):
         real = 0
         for batch in datasets[split].iter_torch_batches(batch_size=8, prefetch_batches=2):
-            assert tuple(batch["input_ids"].shape)[1] == 64
+            assert tuple(batch["input_ids"].shape)[1] == 128
             real += int(batch["attention_mask"].sum())
         assert real == materialized[split]["tokens"], split
 

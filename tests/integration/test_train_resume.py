@@ -35,7 +35,8 @@ def _kill_a_worker_after_a_checkpoint(run_dir: str, killed: dict) -> None:
     """Wait for a complete checkpoint (step >= EVERY), then SIGKILL one training worker process."""
     deadline = time.time() + 300
     while time.time() < deadline:
-        newest = ckpts.latest_complete(run_dir) if os.path.isdir(run_dir) else None
+        complete = [step for step, uri in ckpts.list_checkpoints(run_dir) if ckpts.is_complete(uri)]
+        newest = (max(complete),) if complete else None
         if newest and newest[0] >= EVERY:
             workers = find_train_workers()
             if workers:
@@ -62,12 +63,12 @@ def test_killed_worker_resumes_and_incomplete_checkpoint_is_never_loaded(ray_loc
     assert killed, "the run finished before a worker could be killed"
     assert result.num_failures == 1
     assert len(result.resumes) == 1 and result.resumes[0]["from_step"] >= killed["step"]
+    # (A report in flight when the worker died may be lost; the steps after the restart are all there.)
     steps = [h["step"] for h in result.history]
-    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
-    reached, resumed_from = steps[restart - 1], steps[restart] - 1
-    assert resumed_from == result.resumes[0]["from_step"]
-    assert 0 <= reached - resumed_from <= EVERY
-    assert result.step == 30 and steps[-1] == 30
+    resumed_from = result.resumes[0]["from_step"]
+    assert set(range(resumed_from + 1, 31)) <= set(steps) and steps[-1] == 30 and result.step == 30
+    repeated = len(steps) - len(set(steps))  # steps trained a second time after the restart
+    assert repeated <= EVERY
 
     # The data position survived the restart: every worker consumed step * micro rows overall.
     state = ckpts.read_state(result.checkpoint)

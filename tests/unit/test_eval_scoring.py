@@ -153,3 +153,16 @@ def test_lm_eval_absent_is_a_clear_error():
         assert "lm-eval" in INSTALL_HINT
     assert flatten_results({"hellaswag": {"acc,none": 0.5, "acc_stderr,none": 0.1, "alias": "hellaswag"}}) == {
         "lm_eval:hellaswag": {"acc": 0.5}}
+
+
+def test_unreachable_endpoint_is_a_clear_error():
+    import socket
+
+    from rayloom.eval.endpoint import EndpointTarget
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = EvalConfig(target="endpoint", endpoint_url=f"http://127.0.0.1:{port}", request_timeout_s=5)
+    with pytest.raises(UserError, match="cannot reach the endpoint"):
+        EndpointTarget(cfg)

@@ -47,8 +47,13 @@ def job_side_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
     return [*kept, "cluster.address=''", "cluster.auth_token_path=''"]
 
 
-def build_job_env_vars(cluster: ClusterConfig) -> dict[str, str]:
+def build_job_env_vars(cluster: ClusterConfig, forward_local: bool = True) -> dict[str, str]:
+    """Non-secret env vars for a job: cluster.env, plus (forward_local) the submitting shell's
+    forwarded settings such as AWS_ENDPOINT_URL. Manifests rendered into files use cluster.env only,
+    so they do not depend on the shell that rendered them."""
     env = build_env_vars(cluster)  # refuses secrets by value
+    if not forward_local:
+        env = {name: value for name, value in env.items() if name in cluster.env}
     for name in _LOCAL_PATH_ENV:
         if name not in cluster.env:
             env.pop(name, None)

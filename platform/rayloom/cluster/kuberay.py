@@ -138,7 +138,7 @@ def render_rayjob(cfg: RayloomConfig, job: str, overrides: list[str],
     # The node image carries the project (cluster/Dockerfile), so nothing is uploaded.
     image_cluster = dataclasses.replace(cfg.cluster, job_packaging="image", pip=[])
     entrypoint = build_entrypoint(job, overrides, image_cluster)
-    runtime_env = {"env_vars": build_job_env_vars(cfg.cluster)}
+    runtime_env = {"env_vars": build_job_env_vars(cfg.cluster, forward_local=False)}
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",

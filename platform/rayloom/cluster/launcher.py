@@ -120,9 +120,25 @@ def shipped_config(relative: str) -> Path:
     return repo_root() / relative
 
 
+class _BlockStrDumper(yaml.SafeDumper):
+    """Multi-line strings (an embedded serveConfigV2 / runtimeEnvYAML) as readable `|` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockStrDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(config: dict[str, Any]) -> str:
+    return yaml.dump(config, Dumper=_BlockStrDumper, sort_keys=False, default_flow_style=False, width=110)
+
+
 def write_yaml(config: dict[str, Any], path: Path, header: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
+    path.write_text(header + dump_yaml(config))
     return path
 
 

@@ -84,12 +84,20 @@ def _looks_like_hub_id(path: str | None) -> bool:
     return bool(path) and not path.startswith((".", "/", "~")) and not Path(path).exists()
 
 
+def _model_config(source: str) -> dict | None:
+    """The model's config.json from a local directory or an s3:// prefix (None for a hub id)."""
+    if storage.is_s3(source):
+        uri = storage.join(source, "config.json")
+        return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+    config_file = Path(source) / "config.json"
+    return json.loads(config_file.read_text()) if config_file.is_file() else None
+
+
 def _effective_max_model_len(requested: int, source: str) -> int:
     """serve.max_model_len, capped at what the model supports (vLLM refuses a longer window)."""
-    config_file = Path(source) / "config.json"
-    if not config_file.is_file():
+    config = _model_config(source)
+    if config is None:
         return requested
-    config = json.loads(config_file.read_text())
     limit = config.get("max_position_embeddings") or config.get("n_positions") or config.get("max_seq_len")
     if limit and requested > int(limit):
         log.warning("serve.max_model_len=%d exceeds the model's %d positions; serving with %d", requested, limit, limit)

@@ -24,13 +24,15 @@ def _timed(argv: list[str], env: dict) -> float:
     out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     elapsed = time.perf_counter() - start
     if out.returncode != 0:
-        raise RuntimeError(f"{argv[:4]} failed: {out.stderr[-2000:]}")
+        raise RuntimeError(f"{argv[:4]} failed: {out.stdout[-2000:]}")
     return elapsed
 
 
 def _submission(repeats: int) -> tuple[list[dict], dict]:
     from rayloom.cluster import head as head_mod
+    from rayloom.cluster.job_spec import build_entrypoint
     from rayloom.cluster.local_fake import cluster_main
+    from rayloom.config import ClusterConfig
 
     state_dir = Path(tempfile.mkdtemp(prefix="rayloom-bench-head-"))
     token = state_dir / "auth_token"
@@ -41,12 +43,13 @@ def _submission(repeats: int) -> tuple[list[dict], dict]:
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     rayloom = [sys.executable, "-m", "rayloom.cli", "submit", "run", *JOB, "--address", url,
                f"cluster.auth_token_path={token}"]
-    # Ray's CLI, shipping the same code the same way (working_dir + the package as a py_module).
+    # Ray's CLI, shipping the same code the same way (working_dir + the package as a py_module)
+    # and running the same entrypoint.
     ray_cli = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", url, "--working-dir", ".",
                "--runtime-env-json", json.dumps({"py_modules": ["platform/rayloom"],
                                                  "excludes": [".venv", ".venv-tools", "runs", "outputs"],
                                                  "env_vars": {"RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}}),
-               "--", "RAYLOOM_CONF_DIR=$PWD/conf", "python", "jobs/run.py", *JOB, "cluster.address=''"]
+               "--", "sh", "-c", build_entrypoint("run", JOB, ClusterConfig())]
     try:
         _timed(rayloom, env)  # warm-up: builds the tiny model into the cache once
         times = {"rayloom submit": [], "ray job submit": []}

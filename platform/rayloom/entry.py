@@ -39,8 +39,6 @@ TOOL_FUNCTIONS: dict[str, str] = {
 # command -> what is missing, for capabilities still to be built.
 NOT_BUILT: dict[str, str] = {
     "data": "the Ray Data pipeline (issue #3)",
-    "train": "distributed training (issue #4)",
-    "export": "adapter merge and export (issue #4)",
     "tune": "hyperparameter sweeps (issue #8)",
 }
 

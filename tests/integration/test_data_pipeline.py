@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,10 +23,13 @@ from rayloom.models import load_tokenizer
 pytestmark = pytest.mark.integration
 
 
+OVERRIDES = ["model=tiny-2l", "data.name=golden", "data.seq_len=128", "data.filters.min_chars=8",
+             "data.rows_per_shard=16", "data.val_fraction=0.1", "data.progress_bars=false",
+             "data.tokenize_batch_size=16", "data.demo=''"]
+
+
 def _config(root: Path, sources: list[dict], *overrides: str, output: str = ""):
-    cfg = compose("data", ["model=tiny-2l", f"storage.root={root}", "data.name=golden", "data.seq_len=128",
-                           "data.filters.min_chars=8", "data.rows_per_shard=16", "data.val_fraction=0.1",
-                           "data.progress_bars=false", "data.tokenize_batch_size=16", "data.demo=''", *overrides])
+    cfg = compose("data", [*OVERRIDES, f"storage.root={root}", *overrides])
     data = dataclasses.replace(cfg.data, sources=[SourceConfig(**s) for s in sources], output=output)
     return dataclasses.replace(cfg, data=data)
 
@@ -160,19 +165,31 @@ def test_preference_pairs_keep_chosen_and_rejected(tmp_path, ray_local, tiny_mod
     assert seen == pairs
 
 
-def test_s3_sources_and_shards_round_trip(golden, s3_server):
+def _hydra_sources(sources: list[dict]) -> str:
+    items = ",".join("{" + ",".join(f"{k}:'{v}'" if isinstance(v, str) else f"{k}:{v}" for k, v in s.items()) + "}"
+                     for s in sources)
+    return f"data.sources=[{items}]"
+
+
+def test_cli_reads_sources_from_and_writes_shards_to_s3(golden, s3_server):
+    # Through the CLI in a fresh process: its embedded Ray starts with the S3 settings in the
+    # environment, as a user's would (this session's Ray started before the S3 test server).
     bucket = s3_server["bucket"]
     src = f"s3://{bucket}/golden-src"
     storage.upload_dir(golden["root"] / "src", src)
-    local_sources = golden["spec"]["sources"]
-    sources = [{**s, "path": s["path"].replace(str(golden["root"] / "src"), src)} for s in local_sources]
+    sources = [{**s, "path": s["path"].replace(str(golden["root"] / "src"), src)} for s in golden["spec"]["sources"]]
     output = f"s3://{bucket}/datasets/golden"
-    result = run_data_job(_config(golden["root"] / "runs", sources, output=output))
-    assert result.output == output and storage.is_committed(output)
-    assert read_manifest(output)["content_hash"] == golden["result"].manifest["content_hash"]
-    assert storage.exists(output + ".quarantine.jsonl")
+    out = subprocess.run([sys.executable, "-m", "rayloom.cli", "data", *OVERRIDES,
+                          f"storage.root={golden['root'] / 'runs-s3'}", f"data.output={output}",
+                          _hydra_sources(sources)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "read + validate" in out.stdout and "pack + write" in out.stdout      # the summary table
+    assert storage.is_committed(output) and storage.exists(output + ".quarantine.jsonl")
+    manifest = read_manifest(output)
+    assert manifest["content_hash"] == golden["result"].manifest["content_hash"]   # same data, other store
+    assert [s["uri"] for s in manifest["sources"]] == [s["path"] for s in sources]
     rows = open_shards(output)["train"].take_all()
-    assert len(rows) == golden["result"].manifest["splits"]["train"]["rows"]
+    assert len(rows) == manifest["splits"]["train"]["rows"]
     for row in rows[:20]:
         lm_segments(row)
 

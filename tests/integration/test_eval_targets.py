@@ -92,6 +92,18 @@ def test_offline_and_endpoint_targets_give_the_same_scores(offline_run, endpoint
     assert len({round(x, 3) for x in offline_run.results["python_mc"].predictions[0]["logprobs"]}) > 1
 
 
+def test_two_replicas_give_the_same_scores(offline_run, eval_cfg):
+    from rayloom.eval.runner import evaluate
+
+    # Small batches so both actors of the pool get work.
+    cfg = dataclasses.replace(eval_cfg, eval=dataclasses.replace(eval_cfg.eval, num_replicas=2, batch_size=8))
+    scaled = evaluate(cfg, record=False)
+    assert scaled.payload["config"]["num_replicas"] == 2
+    for task in TASKS:
+        for name, value in offline_run.results[task].metrics.items():
+            assert scaled.results[task].metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-6), (task, name)
+
+
 def test_perplexity_matches_a_direct_transformers_computation(offline_run, tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

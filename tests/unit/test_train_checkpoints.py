@@ -87,3 +87,22 @@ def test_mark_complete_writes_the_marker_through_a_pyarrow_filesystem(tmp_path):
     target.mkdir()
     ckpts.mark_complete(pafs.LocalFileSystem(), str(target))
     assert ckpts.is_complete(str(target)) and (Path(target) / ckpts.MARKER).read_text() == "ok\n"
+
+
+@pytest.mark.parametrize("policy", ["resume", "overwrite", "error"])
+def test_on_existing_policies(tmp_path, policy):
+    from rayloom.config import compose
+    from rayloom.train.driver import prepare_run_dir, run_dir
+
+    cfg = compose("train", [f"storage.root={tmp_path}", f"train.on_existing={policy}"])
+    directory = run_dir(cfg)
+    assert prepare_run_dir(cfg, directory) is None  # nothing there yet: every policy starts fresh
+    _checkpoint(directory, 2)
+    newest = _checkpoint(directory, 4)
+    if policy == "error":
+        with pytest.raises(UserError, match="already has checkpoints"):
+            prepare_run_dir(cfg, directory)
+    elif policy == "overwrite":
+        assert prepare_run_dir(cfg, directory) is None and not ckpts.list_checkpoints(directory)
+    else:
+        assert prepare_run_dir(cfg, directory) == (4, newest)

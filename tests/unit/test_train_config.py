@@ -69,8 +69,10 @@ def test_clipping_buckets_overlap_and_activation_checkpointing():
 def test_autotp_section():
     cfg = _ds("deepspeed=autotp")
     assert cfg["tensor_parallel"] == {"autotp_size": 2} and cfg["zero_optimization"]["stage"] == 1
-    # 2 workers at tp 2 leave one data-parallel rank.
-    assert cfg["train_batch_size"] == cfg["train_micro_batch_size_per_gpu"] * cfg["gradient_accumulation_steps"]
+    # DeepSpeed checks train_batch_size against the whole world before building the TP groups.
+    assert "train_batch_size" not in cfg
+    c = compose("train", ["deepspeed=autotp"])
+    assert build_batch_geometry(c.train, c.deepspeed).global_batch_size == c.train.micro_batch_size
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4, 8])

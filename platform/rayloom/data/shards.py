@@ -71,6 +71,10 @@ class PackGroup:
         self.pad_id = pad_id
         self.seed = seed
         self.stage = stage
+        # The filesystem object is built here, on the driver, and travels pickled with its endpoint
+        # (as Ray Data's own readers do), so workers reach the same S3-compatible server whatever
+        # environment they were started with. Credentials still come from the worker's own chain.
+        self.fs, self.stage_path = storage.filesystem(stage) if stage is not None else (None, None)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         # The same order whatever order the rows arrived in.
@@ -91,12 +95,21 @@ class PackGroup:
             return rows
         name = shard_name(split, group)
         data = parquet_bytes(rows)
-        storage.write_bytes(storage.join(self.stage, name), data)
+        self._write(name, data)
         return pa.Table.from_pylist([{
             "split": split, "group": group, "file": name, "rows": stats.rows, "pieces": stats.documents,
             "real_tokens": stats.real_tokens, "slots": stats.slots, "sha256": hashlib.sha256(data).hexdigest(),
             "bytes": len(data),
         }], schema=SUMMARY_SCHEMA)
+
+    def _write(self, name: str, data: bytes) -> None:
+        from pyarrow import fs as pafs
+
+        path = f"{self.stage_path}/{name}"
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(path) as stream:
+            stream.write(data)
 
 
 def pack_group(batch: pa.Table, pack: PackGroup) -> pa.Table:

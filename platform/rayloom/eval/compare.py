@@ -47,7 +47,10 @@ def format_table(rows: list[dict], labels: tuple[str, str] = ("before", "after")
 
 
 def _delta(row: dict) -> str:
-    return "" if row["delta"] is None else f"{row['delta']:+.4f}"
+    delta = row["delta"]
+    if delta is None:
+        return ""
+    return f"{delta:+.4f}" if abs(delta) < 1000 else f"{delta:+.4g}"
 
 
 def write_comparison(before: dict, after: dict, out_uri: str, labels: tuple[str, str] | None = None) -> dict:

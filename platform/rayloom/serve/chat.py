@@ -47,7 +47,7 @@ def chat_main(argv: list[str]) -> int:
 
     api_key = os.environ.get(args.api_key_env, "").split(",")[0].strip() or None
     client = openai_client(args.url, api_key, max_retries=1)
-    template = _load_template(args.template) if args.template else None
+    template = load_chat_template(args.template) if args.template else None
     try:
         model = args.model or client.models.list().data[0].id
         session = ChatSession(client, model, args, template)
@@ -131,11 +131,12 @@ class ChatSession:
         return reply
 
 
-def _load_template(ref: str):
+def load_chat_template(ref: str, registry=None):
+    """(template, shots) for `--template`: a registry template with one variable, filled by each input."""
     from rayloom.serve.templates import load_registry, parse_ref
 
     name, shots = parse_ref(ref)
-    template = load_registry().get(name)
+    template = (registry or load_registry()).get(name)
     if len(template.variables) != 1:
         raise UserError(f"--template {ref}: chat fills one variable per input, but {name!r} takes "
                         f"{list(template.variables)}")

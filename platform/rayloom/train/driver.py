@@ -371,9 +371,12 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
 
 def run_train_job(cfg: RayloomConfig) -> TrainResult:
     """`rayloom train [overrides]`: train on the shards at data.output (or <storage.root>/data/<data.name>)."""
-    from rayloom.runtime import ray_session
+    from rayloom.data.streaming import read_manifest
+    from rayloom.runtime import apply_storage_env, ray_session
 
     check_config(cfg)
+    apply_storage_env(cfg.storage)
+    read_manifest(default_data_output(cfg))  # no shards -> a clear error before Ray starts
     with ray_session(cfg.cluster, cfg.storage):
         result = train(cfg)
     print(summarize(result))

@@ -133,6 +133,10 @@ def build_deepspeed_config(train: TrainConfig, ds: DeepSpeedConfig, geometry: Ba
     }
     if geometry.tensor_parallel_size > 1:
         config["tensor_parallel"] = {"autotp_size": geometry.tensor_parallel_size}
+        # DeepSpeed checks train_batch_size against the whole world size before it builds the
+        # tensor-parallel groups, so it cannot be the data-parallel batch here; leave it out and
+        # let DeepSpeed derive its own (micro * accumulation * world) count.
+        del config["train_batch_size"]
     if train.gradient_checkpointing:
         config["activation_checkpointing"] = {
             "partition_activations": ds.partition_activations,

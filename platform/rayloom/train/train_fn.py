@@ -110,7 +110,8 @@ def train_fn(config: dict) -> None:
     precision_dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[cfg.deepspeed.precision]
     peak = train.peak_flops or measure_peak_flops(precision_dtype, device.type)
     seq_len = cfg.data.seq_len
-    fpt = flops_per_token(num_params, num_trainable, num_embedding, cfg.model.num_layers, cfg.model.hidden_size,
+    arch = engine.module.config  # the loaded model's own shape (model.* only describes presets)
+    fpt = flops_per_token(num_params, num_trainable, num_embedding, arch.num_hidden_layers, arch.hidden_size,
                           seq_len)
     marks["peak_probe"] = time.perf_counter() - fn_started
     if rank == 0:

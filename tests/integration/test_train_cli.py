@@ -1,0 +1,60 @@
+"""`rayloom train` and `rayloom export` end to end through the CLI, with shards, checkpoints and the
+exported model on a real S3-compatible server (moto's server mode)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from integration.conftest_train import pretrain_rows, write_shards
+from tests_helpers import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(*args: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rayloom.cli", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, env=env, timeout=timeout)
+
+
+def test_train_and_export_on_s3_through_the_cli(s3_server, tiny_model_dir, tmp_path):
+    from rayloom import storage
+    from rayloom.train import checkpoints as ckpts
+
+    root = f"s3://{s3_server['bucket']}/cli-run"
+    rows = pretrain_rows(tiny_model_dir, seq_len=64, max_rows=24)
+    write_shards(f"{root}/data/demo", rows[:20], rows[20:], seq_len=64)
+    # The subprocess starts its own embedded Ray with this environment (credentials stay in env vars).
+    env = {**os.environ, "RAYLOOM_S3_ROOT": root}
+    out = _cli("train", "storage=s3", "model=tiny-2l", "train.max_steps=3", "train.checkpoint_every=2",
+               "train.micro_batch_size=2", "train.warmup_steps=0", "train.eval_batches=1", "train.eval_every=2",
+               "tracking.progress_bar=false", "train.run_name=cli-s3", env=env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "run cli-s3: step 3" in out.stdout
+
+    run = f"{root}/train/cli-s3"
+    checkpoints = ckpts.list_checkpoints(run)
+    assert [step for step, _ in checkpoints] == [2, 3]
+    assert all(ckpts.is_complete(uri) for _, uri in checkpoints)
+    exported = f"{root}/models/cli-s3"
+    assert storage.is_committed(exported) and storage.exists(f"{exported}/model.safetensors")
+
+    # rayloom export on the run directory (newest complete checkpoint) into a local directory.
+    local = tmp_path / "exported"
+    out = _cli("export", run, "--out", str(local), env=env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(local).config.num_hidden_layers == 2
+
+
+def test_train_cli_user_mistakes_exit_2(tmp_path):
+    env = {**os.environ}
+    out = _cli("train", "model=tiny-2l", f"storage.root={tmp_path}", "deepspeed.precision=fp16", env=env)
+    assert out.returncode == 2 and "fp16" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("train", "model=tiny-2l", f"storage.root={tmp_path}", env=env)
+    assert out.returncode == 2 and "no committed shards" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("export", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -1,0 +1,96 @@
+"""The serve group's schema, and the Serve config file rendered for `serve deploy` / KubeRay."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rayloom.config import compose
+from rayloom.errors import UserError
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("serve.port=0", "serve.port"),
+    ("serve.dtype=int4", "serve.dtype"),
+    ("serve.model_id=a:b", "serve.model_id"),
+    ("serve.route_prefix=v1", "serve.route_prefix"),
+    ("serve.max_replicas=0", "serve.max_replicas"),
+    ("serve.max_queued_requests=-1", "serve.max_queued_requests"),
+    ("serve.max_lora_rank=12", "serve.max_lora_rank"),
+    ("serve.default_max_tokens=1000", "serve.default_max_tokens"),
+    ("serve.max_prompt_tokens=2000", "serve.max_prompt_tokens"),
+    ("serve.gpu_memory_utilization=1.5", "serve.gpu_memory_utilization"),
+    ("serve.accelerator_type=H100", "serve.accelerator_type"),
+    ("serve.engine_num_cpus=0", "serve.engine_num_cpus"),
+    ("serve.lora_dynamic_path=/local/dir", "serve.lora_dynamic_path"),
+    ("serve.lora_adapters=[{name:'a:b',path:/x}]", "serve.lora_adapters[].name"),
+    ("serve.lora_adapters=[{name:a,path:/x},{name:a,path:/y}]", "serve.lora_adapters"),
+    ("+serve.engine_kwargs.model=/other", "serve.engine_kwargs.model"),
+])
+def test_bad_serve_values_fail_naming_the_key(override, key):
+    with pytest.raises(UserError, match=f"invalid config value {re.escape(key)}="):
+        compose("serve", [override])
+
+
+def test_presets_compose():
+    cpu = compose("serve", ["serve=cpu"]).serve
+    gpu = compose("serve", ["serve=gpu", "serve.accelerator_type=A10G"]).serve
+    assert not cpu.use_gpu and cpu.kv_cache_gib == 1 and cpu.enforce_eager
+    assert gpu.use_gpu and gpu.host == "0.0.0.0" and gpu.max_replicas == 4 and gpu.kv_cache_gib == 0
+    assert not cpu.uses_lora
+    assert compose("serve", ["serve.lora_dynamic_path=s3://b/adapters"]).serve.uses_lora
+
+
+def test_serve_config_file_is_a_valid_serve_deploy_schema(monkeypatch):
+    from ray.serve.schema import ServeDeploySchema
+
+    from rayloom.serve.app import config_from_args
+    from rayloom.serve.serve_config import render_serve_config, render_serve_config_yaml
+
+    monkeypatch.setenv("RAYLOOM_API_KEY", "do-not-write-me")
+    cfg = compose("serve", ["model=hf", "model.path=s3://bucket/models/final", "serve=gpu",
+                            "serve.lora_adapters=[{name:sql,path:s3://bucket/adapters/sql}]",
+                            "serve.api_key_file=/etc/rayloom/keys", "+cluster.env.HF_HUB_OFFLINE='1'"])
+    rendered = render_serve_config(cfg)
+    schema = ServeDeploySchema.model_validate(rendered)
+    app = schema.applications[0]
+    assert app.import_path == "rayloom.serve.app:app_builder" and app.name == "rayloom"
+    assert rendered["http_options"] == {"host": "0.0.0.0", "port": 8000}
+    assert app.runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"  # non-secret env, as jobs get it
+    # The args rebuild exactly the typed config on the cluster.
+    rebuilt = config_from_args(app.args)
+    assert rebuilt.serve == cfg.serve and rebuilt.model == cfg.model
+    text = render_serve_config_yaml(cfg)
+    assert "do-not-write-me" not in text and "$RAYLOOM_API_KEY" in text
+    assert yaml.safe_load(text) == rendered
+
+
+def test_serve_config_args_are_validated():
+    from rayloom.serve.app import config_from_args
+
+    with pytest.raises(UserError, match="unknown keys \\['train'\\]"):
+        config_from_args({"serve": {}, "train": {}})
+    with pytest.raises(UserError, match="serve.port"):
+        config_from_args({"serve": {"port": 99999}})
+    with pytest.raises(UserError):
+        config_from_args({"serve": {"no_such_key": 1}})
+
+
+def test_write_serve_config_defaults_under_the_storage_root(tmp_path):
+    from rayloom.serve.serve_config import write_serve_config
+
+    cfg = compose("serve", [f"storage.root={tmp_path}", "serve.app_name=demo"])
+    path = write_serve_config(cfg)
+    assert path == str(tmp_path / "serve" / "demo" / "serve_config.yaml")
+    assert yaml.safe_load(Path(path).read_text())["applications"][0]["name"] == "demo"
+
+
+def test_secrets_in_cluster_env_are_refused():
+    from rayloom.serve.serve_config import render_serve_config
+
+    cfg = compose("serve", ["+cluster.env.RAYLOOM_API_KEY=oops"])
+    with pytest.raises(UserError, match="secrets are never sent by value"):
+        render_serve_config(cfg)

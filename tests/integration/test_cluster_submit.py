@@ -32,7 +32,6 @@ def _client(head):
 
 
 def test_tiny_job_runs_on_the_cluster(head, capsys, monkeypatch):
-    # TODO(lead): switch to a real training job (`train model=tiny-2l ...`) once `rayloom train` lands.
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local-secret-value-123")
     code = submit_main(["run", "run.stages=[model]", "model=tiny-2l", "--submission-id", "tiny-ok", *_flags(head)])
     out, err = capsys.readouterr()
@@ -45,6 +44,25 @@ def test_tiny_job_runs_on_the_cluster(head, capsys, monkeypatch):
     assert "AWS_SECRET_ACCESS_KEY" not in info.runtime_env.get("env_vars", {})
     token = Path(head.token_path).read_text().strip()
     assert token not in out + err
+
+
+def test_a_tiny_training_job_runs_on_the_cluster(head, tiny_model_dir, tmp_path, capsys):
+    from rayloom.entry import NOT_BUILT
+
+    if "train" in NOT_BUILT:
+        pytest.skip("training is not built yet")
+    from integration.conftest_train import pretrain_rows, train_overrides, write_shards
+
+    # Shards as the data job would publish them (a local path: the head runs on this machine).
+    root = tmp_path / "runs"
+    rows = pretrain_rows(tiny_model_dir, seq_len=64, max_rows=24)
+    write_shards(f"{root}/data/demo", rows[:20], rows[20:], seq_len=64)
+    overrides = train_overrides(root, "train.max_steps=2", "train.checkpoint_every=2", "train.run_name=submitted")
+    code = submit_main(["train", *overrides, "--submission-id", "tiny-train", *_flags(head)])
+    out, err = capsys.readouterr()
+    assert code == 0, out[-4000:] + err[-2000:]
+    assert "run submitted: step 2" in out  # Ray Train + DeepSpeed ran as a job on the cluster
+    assert "tiny-train SUCCEEDED" in err
 
 
 def test_an_override_that_fails_on_the_cluster_fails_the_job_with_its_message(head, capsys):

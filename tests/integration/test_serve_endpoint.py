@@ -27,13 +27,8 @@ MAX_BODY_BYTES = 40_000
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_model_dir):
-    import ray
-    from ray import serve
-
+def serve_cfg(tmp_path_factory, tiny_model_dir):
     from rayloom.config import compose
-    from rayloom.runtime import init_ray
-    from rayloom.serve.deploy import deploy
 
     work = tmp_path_factory.mktemp("serve")
     adapter = make_lora_adapter(tiny_model_dir, work / "adapter-demo")
@@ -51,6 +46,18 @@ def served(tmp_path_factory, tiny_model_dir):
         f"serve.max_tokens_limit={MAX_TOKENS_LIMIT}", "serve.default_max_tokens=16",
         f"serve.max_body_bytes={MAX_BODY_BYTES}", "serve.max_n=2", "serve.max_logprobs=5",
     ])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def served(serve_cfg):
+    import ray
+    from ray import serve
+
+    from rayloom.runtime import init_ray
+    from rayloom.serve.deploy import deploy
+
+    cfg = serve_cfg
     started = init_ray(cfg.cluster, cfg.storage)
     try:
         endpoint = deploy(cfg)
@@ -289,6 +296,25 @@ def test_chat_cli_streams_a_reply(served, capsys, monkeypatch):
     monkeypatch.setenv("RAYLOOM_API_KEY", "wrong")
     rc = chat_main(["--url", served.base_url, "-m", "hi"])
     assert rc == 1 and "API key" in capsys.readouterr().err
+
+
+def test_the_serve_config_file_builds_the_same_application(served, serve_cfg):
+    """What `serve deploy` / a RayService runs: app_builder(args) from the rendered Serve config."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from rayloom.serve.app import app_builder
+    from rayloom.serve.serve_config import render_serve_config
+
+    config = ServeDeploySchema.model_validate(render_serve_config(serve_cfg))
+    app = app_builder(config.applications[0].args)
+    ingress = app._bound_deployment
+    assert ingress.name == "OpenAiIngress" and ingress.ray_actor_options["num_cpus"] == 0.5
+    settings = ingress.init_kwargs["settings"]
+    assert settings.model_id == served.model_id and settings.adapter_names == ("demo",)
+    assert settings.auth.key_digests == ()  # keys are read on the cluster, from the file the config names
+    assert settings.auth.api_key_file == serve_cfg.serve.api_key_file
+    llm = ingress.init_kwargs["llm_deployments"][served.model_id]._bound_deployment
+    assert llm.name == f"LLMServer:{served.model_id}" and llm.max_ongoing_requests == 4
 
 
 def _llm_replicas(app_name: str) -> list[str]:

@@ -190,22 +190,26 @@ class _Monitor(threading.Thread):
             self.bar.write(f"worker failure: {payload}; Ray Train restarts the workers from the newest complete "
                            f"checkpoint (train.max_failures={self.cfg.train.max_failures})")
             return
-        metrics = payload
+        steps = payload.get("history") or [payload]
         if self.first_report_s is None:
-            self.first_report_s = time.perf_counter() - self.started - float(metrics.get("step_time_s", 0.0))
-        self.history.append(metrics)
-        step = int(metrics["step"])
-        self.bar.n = step
+            trained = sum(float(m.get("step_time_s", 0.0)) for m in steps)
+            self.first_report_s = max(0.0, time.perf_counter() - self.started - trained)
+        for metrics in steps:
+            metrics = {k: v for k, v in metrics.items() if k != "history"}
+            self.history.append(metrics)
+            step = int(metrics["step"])
+            for tracker in self.trackers:
+                try:
+                    tracker.log(metrics, step)
+                except Exception as exc:  # a tracker outage must not stop training
+                    log.warning("tracker %s failed to log: %s", type(tracker).__name__, exc)
+        metrics = self.history[-1]
+        self.bar.n = int(metrics["step"])
         postfix = {"loss": f"{metrics['loss']:.4f}", "lr": f"{metrics['lr']:.2e}",
                    "tok/s": f"{metrics['tokens_per_s']:.0f}"}
         if "val_loss" in metrics:
             postfix["val"] = f"{metrics['val_loss']:.4f}"
         self.bar.set_postfix(postfix, refresh=True)
-        for tracker in self.trackers:
-            try:
-                tracker.log(metrics, step)
-            except Exception as exc:  # a tracker outage must not stop training
-                log.warning("tracker %s failed to log: %s", type(tracker).__name__, exc)
 
     def finish(self) -> None:
         self.stop_event.set()

@@ -129,10 +129,17 @@ def train_fn(config: dict) -> None:
     steps = _iter_steps(train_shard, objective.columns, geometry, state, stride, offset, train.prefetch_batches)
 
     # --- the loop ---
+    # ray.train.report is a barrier whose queue the Ray Train controller drains on its own poll
+    # interval, so reporting every step would pace training to that interval. Workers record
+    # every tracking.log_every-th step and report the recorded steps together, at most every
+    # tracking.report_interval_s seconds (rank 0's clock, shared through the per-step all-reduce),
+    # and always at checkpoints.
     val_batches = None
     own_grad_norm = cfg.deepspeed.zero_stage == 0
+    recorded: list[dict] = []
+    report_flag, last_report = 0.0, time.perf_counter()
     engine.train()
-    window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0, 0, 0
+    window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0.0, 0, 0
     while state.step < train.max_steps:
         epoch, rows_in_epoch, micro_batches = next(steps)
         micro_batches = [{k: v.to(device, non_blocking=True) for k, v in mb.items()} for mb in micro_batches]
@@ -140,9 +147,11 @@ def train_fn(config: dict) -> None:
         # scaled so the update equals the token mean of the global batch (DeepSpeed averages
         # gradients over data-parallel ranks and accumulation steps; the scale undoes that).
         local = torch.tensor([sum(float(objective.count_targets(mb)) for mb in micro_batches),
-                              sum(float(objective.count_tokens(mb)) for mb in micro_batches)], dtype=torch.float64)
+                              sum(float(objective.count_tokens(mb)) for mb in micro_batches),
+                              report_flag], dtype=torch.float64)
         dist.all_reduce(local)
-        global_targets, global_tokens = (local / tp).tolist()
+        global_targets, global_tokens = (local[:2] / tp).tolist()
+        report_due = bool(local[2] > 0)
         scale = geometry.data_parallel_size * geometry.grad_accum / max(global_targets, 1.0)
         lr = scheduler.get_last_lr()[0]
         loss_sum = torch.zeros((), dtype=torch.float64)
@@ -169,35 +178,40 @@ def train_fn(config: dict) -> None:
 
         last = state.step >= train.max_steps
         checkpoint_now = last or state.step % train.checkpoint_every == 0
-        if not (checkpoint_now or state.step % cfg.tracking.log_every == 0
-                or (val_shard is not None and state.step % train.eval_every == 0)):
-            continue
-        elapsed = time.perf_counter() - window_start
-        metrics = {
-            "step": state.step, "epoch": state.epoch,
-            "loss": float(loss_sum.item() / tp / max(global_targets, 1.0)),
-            "lr": float(lr),
-            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-            "tokens_per_s": window_tokens / elapsed,
-            "step_time_s": elapsed / window_steps,
-            "mfu": mfu(fpt, window_positions / elapsed / world, peak),
-            "peak_flops_per_worker": peak,
-            "memory_gib": memory_gib(device.type),
-            "tokens_seen": state.tokens_seen, "samples_seen": state.samples_seen,
-            "global_batch_size": geometry.global_batch_size, "num_workers": world,
-            "num_params": num_params, "num_trainable": num_trainable, "params_local": params_local,
-        }
-        if val_shard is not None and (last or state.step % train.eval_every == 0):
-            if val_batches is None:
-                val_batches = _validation_batches(val_shard, geometry.micro_batch_size,
-                                                  geometry.data_parallel_size, dp_rank, train.eval_batches)
-            metrics["val_loss"] = _evaluate(engine, val_batches, objective, tp, device)
-        if checkpoint_now:
-            state.final = last
-            _save_and_report(engine, state, metrics, cfg, model_dir, token, rank)
-        else:
-            ray.train.report(metrics)
-        window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0, 0, 0
+        eval_now = val_shard is not None and (last or state.step % train.eval_every == 0)
+        if checkpoint_now or eval_now or state.step % cfg.tracking.log_every == 0:
+            elapsed = time.perf_counter() - window_start
+            metrics = {
+                "step": state.step, "epoch": state.epoch,
+                "loss": float(loss_sum.item() / tp / max(global_targets, 1.0)),
+                "lr": float(lr),
+                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                "tokens_per_s": window_tokens / elapsed,
+                "step_time_s": elapsed / window_steps,
+                "mfu": mfu(fpt, window_positions / elapsed / world, peak),
+                "peak_flops_per_worker": peak,
+                "memory_gib": memory_gib(device.type),
+                "tokens_seen": state.tokens_seen, "samples_seen": state.samples_seen,
+                "global_batch_size": geometry.global_batch_size, "num_workers": world,
+                "num_params": num_params, "num_trainable": num_trainable, "params_local": params_local,
+            }
+            if eval_now:
+                if val_batches is None:
+                    val_batches = _validation_batches(val_shard, geometry.micro_batch_size,
+                                                      geometry.data_parallel_size, dp_rank, train.eval_batches)
+                metrics["val_loss"] = _evaluate(engine, val_batches, objective, tp, device)
+            recorded.append(metrics)
+            window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0.0, 0, 0
+        if checkpoint_now or (report_due and recorded):
+            payload = {**recorded[-1], "history": recorded}
+            if checkpoint_now:
+                state.final = last
+                _save_and_report(engine, state, payload, cfg, model_dir, token, rank)
+            else:
+                ray.train.report(payload)
+            recorded, last_report = [], time.perf_counter()
+            window_start = time.perf_counter()  # the report's own time is not a step's
+        report_flag = float(rank == 0 and time.perf_counter() - last_report >= cfg.tracking.report_interval_s)
 
 
 # --- set-up helpers ---

@@ -92,6 +92,9 @@ async def _load(url: str, headers: dict, model: str, prompts: list, concurrency:
             i = queue.pop()
             body = {"model": model, "messages": prompts[i % len(prompts)], "max_tokens": max_tokens,
                     "temperature": 0.0, "ignore_eos": True, "stream": True,
+                    # A random tiny model may emit special tokens; stream them as text so every
+                    # token is visible to the timer.
+                    "skip_special_tokens": False,
                     "stream_options": {"include_usage": True}}
             results.append(await _one_request(http, url, headers, body))
 

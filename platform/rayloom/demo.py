@@ -66,9 +66,6 @@ STAGES: dict[str, str] = {
 
 # stage -> what is missing; a line is deleted when its capability lands.
 STAGES_NOT_BUILT: dict[str, str] = {
-    "data": "the Ray Data pipeline (issue #3)",
-    "train": "distributed pre-training (issue #4)",
-    "sft": "supervised fine-tuning with LoRA (issue #4)",
     "align": "preference alignment (issue #7)",
     "tune": "hyperparameter sweeps (issue #8)",
 }

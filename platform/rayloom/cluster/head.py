@@ -193,7 +193,7 @@ def _session_processes(session_id: int) -> list:
     return found
 
 
-def stop_head(state_dir: Path, grace_s: float = 30.0) -> bool:
+def stop_head(state_dir: Path, grace_s: float = 10.0) -> bool:
     """Stop the head recorded in `state_dir` and everything in its process session.
 
     Returns False when nothing was running. Other Ray clusters on the machine are untouched.

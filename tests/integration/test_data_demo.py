@@ -1,0 +1,54 @@
+"""The demo's data stage on a real local Ray: offline corpus -> pre-training, SFT and preference shards."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from integration.conftest_data import lm_segments
+
+from rayloom import storage
+from rayloom.config import compose
+from rayloom.data.demo_corpus import demo_eval_examples, sft_records
+from rayloom.data.demo_stage import stage_data
+from rayloom.data.schema import IGNORE_INDEX
+from rayloom.data.streaming import open_shards, read_manifest
+from rayloom.demo import STAGES_NOT_BUILT, DemoState
+from rayloom.entry import NOT_BUILT
+from rayloom.models import load_tokenizer
+
+pytestmark = pytest.mark.integration
+
+_USER = re.compile(r"<\|user\|>\n(.*?)<\|end\|>", re.S)
+
+
+def test_demo_stage_builds_three_datasets_with_checkable_answers(tmp_path, ray_local, tiny_model_dir):
+    assert "data" not in NOT_BUILT and "data" not in STAGES_NOT_BUILT
+    cfg = compose("run", ["model=tiny-2l", f"storage.root={tmp_path}", "data.num_demo_records=400",
+                          "data.num_demo_eval=40", "data.progress_bars=false"])
+    state = DemoState()
+    stage_data(cfg, state)
+
+    for uri, kind in ((state.pretrain_data, "lm"), (state.sft_data, "lm"), (state.preference_data, "preference")):
+        manifest = read_manifest(uri)
+        assert manifest["kind"] == kind and manifest["splits"]["train"]["rows"] > 0
+        assert manifest["splits"]["validation"]["rows"] > 0
+    pretrain = read_manifest(state.pretrain_data)
+    assert pretrain["drops"]["duplicate_exact"] > 0                 # pydoc repeats some paragraphs
+    assert pretrain["counts"]["read"] > 2000
+
+    held_out = [json.loads(line) for line in storage.read_text(state.summary["demo_eval"]).splitlines()]
+    assert held_out == demo_eval_examples(40, 0) and len(held_out) == 40
+
+    answers = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in sft_records(400, 0, 40)}
+    assert not set(answers) & {e["prompt"] for e in held_out}
+    tok = load_tokenizer(tiny_model_dir)
+    checked = 0
+    for row in open_shards(state.sft_data)["train"].take_all():
+        for seg in lm_segments(row):
+            prompt = _USER.search(tok.decode(seg["ids"])).group(1)
+            trained = [t for t, lab in zip(seg["ids"], seg["labels"], strict=True) if lab != IGNORE_INDEX]
+            assert tok.decode(trained) == answers[prompt] + "<|end|>"
+            checked += 1
+    assert checked == read_manifest(state.sft_data)["splits"]["train"]["documents"]

@@ -15,7 +15,7 @@ if [ ! -f "$LOCK" ]; then
   exit 2
 fi
 
-stamp_key=$(cat pyproject.toml "$LOCK" scripts/bootstrap.sh | sha256sum | cut -c1-16)
+stamp_key=$(cat pyproject.toml "$LOCK" requirements/tools.lock scripts/bootstrap.sh | sha256sum | cut -c1-16)
 STAMP="$VENV/.rayloom-setup-$FLAVOR-$stamp_key"
 if [ -f "$STAMP" ]; then
   exit 0
@@ -58,6 +58,13 @@ fi
 if [ "$FLAVOR" = cpu ]; then
   "${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi
+
+# Policy tools (checkov) pin versions that clash with the main stack (boto3, packaging), so they
+# live in their own venv; the Terraform/Dockerfile checks run them from there.
+TOOLS_VENV=${RAYLOOM_TOOLS_VENV:-.venv-tools}
+[ -x "$TOOLS_VENV/bin/python" ] || "$PY" -m venv "$TOOLS_VENV"
+"$TOOLS_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements/tools.lock 2>&1 \
+  | grep -v "is ignored" || true
 
 "$VENV/bin/python" -c "import torch, transformers, ray, deepspeed, hydra, rayloom" >/dev/null 2>&1 || {
   echo "rayloom setup: the installed stack does not import; see: $VENV/bin/python -c 'import rayloom, torch, transformers, ray, deepspeed'" >&2

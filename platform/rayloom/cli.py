@@ -8,6 +8,7 @@ and no traceback; capabilities that are not built yet exit 3 and say so.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -66,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Tool commands parse their own options (argparse's REMAINDER would swallow a leading one).
+    if argv and argv[0] in OTHER_COMMANDS:
+        args = argparse.Namespace(command=argv[0], args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     command = args.command
     try:
         return _dispatch(command, args)
@@ -79,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rayloom {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps interpreter shutdown from failing)
+        return 0
 
 
 def _dispatch(command: str, args: argparse.Namespace) -> int:

@@ -101,8 +101,11 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
     if address.startswith(("http://", "https://")):
         raise UserError(f"cluster.address={address!r} is a dashboard (job API) address: use `rayloom submit` to run "
                         "jobs there, or give the cluster address (host:6379, ray://host:10001, auto)")
-    common = {"namespace": cluster.namespace, "runtime_env": build_runtime_env(cluster),
-              "logging_level": logging.WARNING, "log_to_driver": True}
+    common = {"namespace": cluster.namespace, "logging_level": logging.WARNING, "log_to_driver": True}
+    # Inside a Ray job the job's own runtime_env (set by `rayloom submit`) already applies; passing
+    # another one from the driver makes Ray refuse to merge the two.
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        common["runtime_env"] = build_runtime_env(cluster)
     if address:
         log.info("connecting to Ray at %s", address)
         try:

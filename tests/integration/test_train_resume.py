@@ -28,7 +28,7 @@ def rows(tiny_model_dir):
 
 def _cfg(root, *extra):
     return compose("train", train_overrides(root, "train.run_name=resume-me", f"train.checkpoint_every={EVERY}",
-                                            "train.max_failures=1", "train.export=false", "tracking.log_every=5",
+                                            "train.max_failures=1", "train.export=false",
                                             *extra))
 
 

@@ -22,6 +22,10 @@ def repo_root() -> Path:
 def conf_dir() -> Path:
     override = os.environ.get("RAYLOOM_CONF_DIR")
     path = Path(override) if override else repo_root() / "conf"
+    if not override and not (path / "base.yaml").is_file():
+        # rayloom shipped as a py_module (a Ray job's runtime_env) sits apart from the project;
+        # the job's working directory is the project root there.
+        path = Path.cwd() / "conf"
     if not (path / "base.yaml").is_file():
         raise UserError(f"rayloom's config tree was not found at {path} (set RAYLOOM_CONF_DIR to the conf/ folder)")
     return path

@@ -71,7 +71,9 @@ async def _one_request(http, url: str, headers: dict, body: dict) -> dict:
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 completion_tokens = chunk["usage"]["completion_tokens"]
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+            # One chunk per generated token after the role chunk. A random tiny model's tokens can be
+            # partial UTF-8, which the detokenizer holds back ("" content), so count chunks, not text.
+            if chunk.get("choices") and "role" not in chunk["choices"][0]["delta"]:
                 token_times.append(time.perf_counter())
     if not token_times:
         raise RuntimeError(f"{url}: no content streamed")
@@ -92,9 +94,6 @@ async def _load(url: str, headers: dict, model: str, prompts: list, concurrency:
             i = queue.pop()
             body = {"model": model, "messages": prompts[i % len(prompts)], "max_tokens": max_tokens,
                     "temperature": 0.0, "ignore_eos": True, "stream": True,
-                    # A random tiny model may emit special tokens; stream them as text so every
-                    # token is visible to the timer.
-                    "skip_special_tokens": False,
                     "stream_options": {"include_usage": True}}
             results.append(await _one_request(http, url, headers, body))
 

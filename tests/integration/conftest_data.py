@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from rayloom.data.schema import IGNORE_INDEX
 
-_VOCAB = ("river stone light window garden paper music silver forest ocean bridge market winter candle "
+_VOCAB = ("river stone light window garden paper music silver forest ocean bridge market winter candle "  # noqa: SIM905
           "engine travel mirror basket violet harbor ladder planet thunder velvet orchard meadow lantern "
           "compass feather island marble pepper saddle timber needle copper walnut").split()
 

@@ -25,6 +25,7 @@ from rayloom.errors import UserError
     ("serve.gpu_memory_utilization=1.5", "serve.gpu_memory_utilization"),
     ("serve.accelerator_type=H100", "serve.accelerator_type"),
     ("serve.engine_num_cpus=0", "serve.engine_num_cpus"),
+    ("serve.stream_batching_interval_ms=-1", "serve.stream_batching_interval_ms"),
     ("serve.lora_dynamic_path=/local/dir", "serve.lora_dynamic_path"),
     ("serve.lora_adapters=[{name:'a:b',path:/x}]", "serve.lora_adapters[].name"),
     ("serve.lora_adapters=[{name:a,path:/x},{name:a,path:/y}]", "serve.lora_adapters"),

@@ -48,6 +48,9 @@ class ServeConfig:
     enforce_eager: bool = True
     # Sequences batched per engine step; 0 -> the engine's default.
     max_num_seqs: int = 0
+    # Streamed tokens cross the replica -> ingress hop in batches every this many ms (the first
+    # token is sent at once); lower -> smoother streams, more messages per token.
+    stream_batching_interval_ms: float = 50.0
     # Extra vLLM engine arguments (AsyncEngineArgs / frontend names), passed through unchanged.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     # Logical resources: the engine's placement-group bundle, the replica actor that runs
@@ -112,6 +115,7 @@ class ServeConfig:
         require(0.0 < self.gpu_memory_utilization <= 1.0, "serve.gpu_memory_utilization", "must be in (0, 1]",
                 self.gpu_memory_utilization)
         non_negative(self.max_num_seqs, "serve.max_num_seqs")
+        non_negative(self.stream_batching_interval_ms, "serve.stream_batching_interval_ms")
         for key in ("model", "served_model_name"):
             require(key not in self.engine_kwargs, f"serve.engine_kwargs.{key}",
                     "is set by rayloom (use serve.model_path / serve.model_id)", self.engine_kwargs.get(key))

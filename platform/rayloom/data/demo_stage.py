@@ -8,6 +8,9 @@ from rayloom import storage
 from rayloom.config import RayloomConfig
 
 PARTS = ("pretrain", "sft", "preference")
+# The generated preference pairs are under 40 tokens; padding each side to the pre-training
+# seq_len (256) would make every alignment step several times slower for nothing.
+PREFERENCE_SEQ_LEN = 64
 
 
 def stage_data(cfg: RayloomConfig, state) -> None:
@@ -20,6 +23,7 @@ def stage_data(cfg: RayloomConfig, state) -> None:
         data = dataclasses.replace(
             cfg.data, demo=part, name=f"{cfg.data.name}-{part}",
             output=storage.join(cfg.data.output, part) if cfg.data.output else "",
+            seq_len=min(cfg.data.seq_len, PREFERENCE_SEQ_LEN) if part == "preference" else cfg.data.seq_len,
         )
         result = run_data_job(dataclasses.replace(cfg, data=data))
         manifest = result.manifest

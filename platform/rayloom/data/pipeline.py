@@ -126,6 +126,9 @@ def build_dataset(data: DataConfig, model: ModelConfig, output: str) -> DataResu
     check_replaceable(output)
     quarantine = quarantine_uri(data, output)
 
+    num_files = sum(len(s.files) for s in sources)
+    log.info("data %s: reading %d file(s) from %d source(s); validating, filtering, signing", data.name,
+             num_files, len(sources))
     with summary.stage("read + validate") as row:
         records = read_records(sources, data, signatures=True).materialize()
     scan = scan_records(records, sources, data)
@@ -333,6 +336,8 @@ def write_shards(records, data: DataConfig, model: ModelConfig, kind: str, base:
     from rayloom.data.tokenization import pad_id_of
 
     weights = [s["weight"] for s in base["sources"]]
+    log.info("data %s: tokenizing %d record(s) with %d actor(s)", data.name, counts["sampled"],
+             data.num_tokenize_actors)
     with summary.stage("tokenize") as row:
         tokenized = select_and_tokenize(records, data, model, kind, weights,
                                         np.asarray(scan.dropped_ids, dtype=np.int64), forced).materialize()
@@ -347,6 +352,7 @@ def write_shards(records, data: DataConfig, model: ModelConfig, kind: str, base:
                    if kind == "lm" and data.packing else math.ceil(stats["pieces"][split] / data.rows_per_shard))
         for split in SPLITS
     }
+    log.info("data %s: packing and writing %d shard(s)", data.name, sum(num_groups.values()))
     with summary.stage("pack + write") as row:
         pack = PackGroup(kind, data.seq_len, data.packing, pad_id_of(tokenizer), data.seed, destination.stage)
         written = (tokenized.map_batches(_only_ok, batch_format="pyarrow", batch_size=None)
@@ -428,8 +434,10 @@ def summary_lines(manifest: dict, quarantine: str | None) -> list[str]:
     if manifest["materialized"]:
         tokens = manifest["tokens"]
         train, val = manifest["splits"]["train"], manifest["splits"]["validation"]
+        how = "packing efficiency" if manifest["kind"] == "lm" and manifest["packing"] else \
+            "of the padded slots are real tokens"
         lines.append(f"tokens: {tokens['real']:,} real in {tokens['slots']:,} slots "
-                     f"({tokens['packing_efficiency']:.1%} packing efficiency); "
+                     f"({tokens['packing_efficiency']:.1%} {how}); "
                      f"train {train['rows']:,} rows in {len(train['files'])} shard(s), "
                      f"validation {val['rows']:,} rows in {len(val['files'])} shard(s)")
     else:

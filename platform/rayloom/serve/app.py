@@ -1,8 +1,8 @@
 """Build the Ray Serve application from the typed config: `build_app(cfg)`.
 
 serve config -> ServePlan (model source, context window, adapters) -> one `LLMConfig` (Ray Serve
-LLM's engine + deployment settings) -> an LLMServer deployment (vLLM replicas) behind rayloom's
-guarded OpenAI ingress. This is the composition Ray Serve LLM documents for a custom ingress
+LLM's engine + deployment settings) -> an LLMServer deployment (vLLM replicas; rayloom's subclass
+only sends the first streamed token at once) behind rayloom's guarded OpenAI ingress. This is the composition Ray Serve LLM documents for a custom ingress
 (`build_llm_deployment` + `make_fastapi_ingress`); `build_openai_app` does the same with the stock
 ingress and no way to add middleware.
 
@@ -89,6 +89,7 @@ def build_llm_config(serve: ServeConfig, plan: ServePlan):
             deployment_config=build_deployment_config(serve),
             lora_config=lora_config,
             runtime_env={"env_vars": env_vars} if env_vars else None,
+            experimental_configs={"stream_batching_interval_ms": serve.stream_batching_interval_ms},
         )
     except (ValidationError, ValueError) as exc:
         raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
@@ -104,6 +105,7 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     from ray.serve.llm import build_llm_deployment
 
     from rayloom.serve.ingress import IngressSettings, RayloomIngress, build_ingress_class
+    from rayloom.serve.server import RayloomLLMServer
 
     serve = cfg.serve
     plan = plan or plan_serving(cfg)
@@ -117,7 +119,8 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
         bind_kwargs["model_downloader"] = functools.partial(
             NamedLoraLoader, adapters=plan.adapters, cache_dir=plan.cache_dir, max_lora_rank=serve.max_lora_rank)
     try:
-        server = build_llm_deployment(llm_config, bind_kwargs=bind_kwargs)
+        server = build_llm_deployment(llm_config, bind_kwargs=bind_kwargs, deployment_cls=RayloomLLMServer,
+                                      name_prefix="LLMServer:")
     except ValueError as exc:  # e.g. "Unknown engine argument: ..." from serve.engine_kwargs
         raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
     settings = IngressSettings(

@@ -245,13 +245,16 @@ def _ray_storage(path: str) -> dict:
     return {"storage_path": inner, "storage_filesystem": fs}
 
 
-def _worker_env(cfg: RayloomConfig) -> dict:
+def _worker_runtime_env(cfg: RayloomConfig) -> dict | None:
+    """Non-secret settings and credential-file references for the workers, in case Ray was
+    started before they were set. Inside a Ray job the job's runtime_env already carries them."""
     from rayloom.runtime import build_env_vars
 
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        return None
     env = build_env_vars(cfg.cluster)
     env.update({name: os.environ[name] for name in _CREDENTIAL_REFERENCES if os.environ.get(name)})
-    env.setdefault("OMP_NUM_THREADS", str(cfg.train.cpus_per_worker))
-    return env
+    return {"env_vars": env} if env else None
 
 
 def _user_error_in(exc: BaseException) -> BaseException | None:
@@ -324,7 +327,7 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=[_make_callback(metrics_queue)],
-            worker_runtime_env={"env_vars": _worker_env(cfg)},
+            worker_runtime_env=_worker_runtime_env(cfg),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
         datasets=data,

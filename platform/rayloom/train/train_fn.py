@@ -140,9 +140,12 @@ def train_fn(config: dict) -> None:
     report_flag, last_report = 0.0, time.perf_counter()
     engine.train()
     window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0.0, 0, 0
+    window_data_s = 0.0
     while state.step < train.max_steps:
+        fetch_start = time.perf_counter()
         epoch, rows_in_epoch, micro_batches = next(steps)
         micro_batches = [{k: v.to(device, non_blocking=True) for k, v in mb.items()} for mb in micro_batches]
+        window_data_s += time.perf_counter() - fetch_start
         # Targets of the whole optimizer step, over every rank: each micro-batch's summed loss is
         # scaled so the update equals the token mean of the global batch (DeepSpeed averages
         # gradients over data-parallel ranks and accumulation steps; the scale undoes that).
@@ -188,6 +191,8 @@ def train_fn(config: dict) -> None:
                 "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                 "tokens_per_s": window_tokens / elapsed,
                 "step_time_s": elapsed / window_steps,
+                # Time spent waiting for data (Ray Data streaming) per step, part of step_time_s.
+                "data_wait_s": window_data_s / window_steps,
                 "mfu": mfu(fpt, window_positions / elapsed / world, peak),
                 "peak_flops_per_worker": peak,
                 "memory_gib": memory_gib(device.type),
@@ -202,6 +207,7 @@ def train_fn(config: dict) -> None:
                 metrics["val_loss"] = _evaluate(engine, val_batches, objective, tp, device)
             recorded.append(metrics)
             window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0.0, 0, 0
+            window_data_s = 0.0
         if checkpoint_now or (report_due and recorded):
             payload = {**recorded[-1], "history": recorded}
             if checkpoint_now:
@@ -222,6 +228,10 @@ def _quiet_libraries(rank: int) -> None:
     from rayloom.entry import configure_logging
 
     configure_logging(logging.INFO if rank == 0 else logging.WARNING)
+    # Ray Train gives the worker's root logger an INFO console handler; keep library chatter (its own
+    # per-report lines included) at WARNING and let rank 0 speak for rayloom.
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("rayloom").setLevel(logging.INFO if rank == 0 else logging.WARNING)
     for name in ("DeepSpeed", "deepspeed", "torch.distributed", "ray.data", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
     import transformers

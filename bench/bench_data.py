@@ -11,6 +11,7 @@ loop baselines pack per tokenization batch (no global shuffle), which only helps
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -92,20 +93,30 @@ def _ray_pipeline(model_dir_cfg, texts: list[str], num_actors: int) -> tuple[int
     num_blocks = 4 * num_actors
     step = -(-len(texts) // num_blocks)
     records = ray.data.from_arrow([table.slice(i, step) for i in range(0, len(texts), step)]).materialize()
-    pad_id = pad_id_of(load_fast_tokenizer(_model_dir(model_dir_cfg)))
+    tokenizer = load_fast_tokenizer(_model_dir(model_dir_cfg))
+    pad_id = pad_id_of(tokenizer)
     start = time.perf_counter()
+    # The job's stage: select -> tokenize (actor pool) -> assign groups -> groupby -> pack, one streaming pass.
     tokenized = select_and_tokenize(records, data, model_dir_cfg, "lm", [1.0], np.zeros(0, np.int64),
                                     np.zeros(0, np.int64))
-    groups = {"train": 4, "validation": 1}
+    # As many shard groups as the job would make (data.rows_per_shard rows of seq_len tokens each).
+    sample = texts[:200]
+    tokens_estimate = sum(map(len, texts)) * sum(len(i) for i in tokenizer(sample)["input_ids"]) / sum(map(len, sample))
+    groups = {"train": max(1, math.ceil(tokens_estimate / (SEQ_LEN * data.rows_per_shard))), "validation": 1}
     pack = PackGroup("lm", SEQ_LEN, True, pad_id, 0, stage=None)
     packed = (tokenized.map_batches(AssignGroups(groups, 0), batch_format="pyarrow", batch_size=None)
-              .groupby(["split", "group"], num_partitions=4)
+              .groupby(["split", "group"], num_partitions=sum(groups.values()))
               .map_groups(pack_group, fn_kwargs={"pack": pack}, batch_format="pyarrow")
-              .map_batches(lambda t: pa.table({"real": [int(np.sum(t.column("attention_mask").combine_chunks()
-                                                                   .values.to_numpy()))]}),
-                           batch_format="pyarrow", batch_size=None))
+              .map_batches(_real_tokens, batch_format="pyarrow", batch_size=None))
     real = sum(r["real"] for r in packed.take_all())
     return real, time.perf_counter() - start
+
+
+def _real_tokens(table):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa.table({"real": [int(pc.sum(pc.list_flatten(table.column("attention_mask"))).as_py() or 0)]})
 
 
 def _model_dir(model):

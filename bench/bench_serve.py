@@ -119,8 +119,11 @@ def _measure_server(name: str, base_url: str, headers: dict, model: str, prompts
     rows = []
     asyncio.run(_load(url, headers, model, prompts, 2, 4, max_tokens))  # warm-up
     for concurrency in levels:
-        stats = asyncio.run(_load(url, headers, model, prompts, concurrency,
-                                  max(requests_per_level, 2 * concurrency), max_tokens))
+        # Best of two rounds (by throughput): other work on a small shared machine only ever slows a
+        # round down, so the faster one is the closer estimate.
+        rounds = [asyncio.run(_load(url, headers, model, prompts, concurrency,
+                                    max(requests_per_level, 2 * concurrency), max_tokens)) for _ in range(2)]
+        stats = max(rounds, key=lambda r: r["output_tok_s"])
         rows.append({"system": name, "concurrency": concurrency, **stats})
     return rows
 
@@ -300,7 +303,10 @@ def run(quick: bool = False) -> Result:
         "rayloom runs as `rayloom serve` (embedded Ray: HTTP proxy -> OpenAI ingress with auth/limits -> "
         "LLMServer replica -> vLLM engine); vllm serve is vLLM's own OpenAI server on the same engine settings.",
         f"Load: {load['requests_per_level']}+ streaming requests per level (at least 2x concurrency), bounded, "
-        "127.0.0.1 only. HF generate runs in this process (batch 1 and batch 16, left padding).",
+        "127.0.0.1 only; best of two rounds per level. HF generate runs in this process (batch 1 and batch 16, "
+        "left padding).",
+        "The model is tiny (a few M parameters): per-token compute is far below per-request overheads, so this "
+        "measures serving overheads more than engines; vLLM's batching advantage over HF needs real model sizes.",
         "On a 2-core machine the Ray Serve path's extra processes (proxy, ingress, replica) compete with the "
         "engine for the same two cores; the gap is expected to shrink on machines with spare cores or a GPU.",
     ]

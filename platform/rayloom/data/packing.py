@@ -60,9 +60,15 @@ def _fixed_lists(flat: np.ndarray, num_rows: int, seq_len: int, dtype: pa.DataTy
     return pa.ListArray.from_arrays(offsets, pa.array(flat, type=dtype))
 
 
-def pack_lm(input_ids: list[np.ndarray], labels: list[np.ndarray], seq_len: int, pad_id: int, packing: bool,
+def _labels(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    labels = np.where(np.asarray(mask, dtype=bool), ids, IGNORE_INDEX).astype(np.int32)
+    labels[0] = IGNORE_INDEX  # a document's first token never predicts across a boundary
+    return labels
+
+
+def pack_lm(input_ids: list[np.ndarray], loss_masks: list[np.ndarray], seq_len: int, pad_id: int, packing: bool,
             row_seed: int) -> tuple[pa.Table, PackStats]:
-    """LM rows (schema.LM_COLUMNS) from documents; row order shuffled by `row_seed`."""
+    """LM rows (schema.LM_COLUMNS) from documents and their loss masks; row order shuffled by `row_seed`."""
     rows = plan_rows([len(ids) for ids in input_ids], seq_len, packing)
     order = np.random.default_rng(row_seed).permutation(len(rows)) if len(rows) > 1 else np.arange(len(rows))
     num_rows = len(rows)
@@ -74,11 +80,10 @@ def pack_lm(input_ids: list[np.ndarray], labels: list[np.ndarray], seq_len: int,
     for out_row, row_idx in enumerate(order):
         cursor = 0
         for doc in rows[row_idx]:
-            n = len(input_ids[doc])
-            ids_out[out_row, cursor:cursor + n] = input_ids[doc]
-            doc_labels = np.asarray(labels[doc], dtype=np.int32).copy()
-            doc_labels[0] = IGNORE_INDEX  # the first token never predicts across a boundary
-            labels_out[out_row, cursor:cursor + n] = doc_labels
+            ids = input_ids[doc]
+            n = len(ids)
+            ids_out[out_row, cursor:cursor + n] = ids
+            labels_out[out_row, cursor:cursor + n] = _labels(ids, loss_masks[doc])
             pos_out[out_row, cursor:cursor + n] = np.arange(n, dtype=np.int32)
             mask_out[out_row, cursor:cursor + n] = 1
             cursor += n
@@ -93,21 +98,20 @@ def pack_lm(input_ids: list[np.ndarray], labels: list[np.ndarray], seq_len: int,
     return pa.table(dict(zip(LM_COLUMNS, columns, strict=True))), stats
 
 
-def pad_preference(chosen_ids: list[np.ndarray], chosen_labels: list[np.ndarray], rejected_ids: list[np.ndarray],
-                   rejected_labels: list[np.ndarray], seq_len: int, pad_id: int) -> tuple[pa.Table, PackStats]:
+def pad_preference(chosen_ids: list[np.ndarray], chosen_masks: list[np.ndarray], rejected_ids: list[np.ndarray],
+                   rejected_masks: list[np.ndarray], seq_len: int, pad_id: int) -> tuple[pa.Table, PackStats]:
     """Preference rows (schema.PREFERENCE_COLUMNS): each side right-padded to seq_len."""
     num_rows = len(chosen_ids)
     columns = []
     real = 0
-    for ids_list, labels_list in ((chosen_ids, chosen_labels), (rejected_ids, rejected_labels)):
+    for ids_list, masks in ((chosen_ids, chosen_masks), (rejected_ids, rejected_masks)):
         ids_out = np.full((num_rows, seq_len), pad_id, dtype=np.int32)
         labels_out = np.full((num_rows, seq_len), IGNORE_INDEX, dtype=np.int32)
         mask_out = np.zeros((num_rows, seq_len), dtype=np.int8)
-        for row, (ids, labels) in enumerate(zip(ids_list, labels_list, strict=True)):
+        for row, (ids, mask) in enumerate(zip(ids_list, masks, strict=True)):
             n = len(ids)
             ids_out[row, :n] = ids
-            labels_out[row, :n] = labels
-            labels_out[row, 0] = IGNORE_INDEX
+            labels_out[row, :n] = _labels(ids, mask)
             mask_out[row, :n] = 1
             real += n
         columns += [_fixed_lists(ids_out.ravel(), num_rows, seq_len, pa.int32()),

@@ -170,8 +170,8 @@ def build_dataset(data: DataConfig, model: ModelConfig, output: str) -> DataResu
         if not data.materialize:
             manifest = stream_manifest(base_manifest, counts, drops, data, model, scan, forced, destination)
         else:
-            manifest = write_shards(records, data, model, kind, base_manifest, counts, drops, scan, forced,
-                                    destination, summary, tokenizer)
+            manifest = write_shards(records, data, model, kind, base_manifest, counts, drops, scan, kept_ids,
+                                    copies, forced, destination, summary, tokenizer)
         destination.write_json("manifest.json", manifest)
         with summary.stage("publish"):
             published = destination.publish()
@@ -209,6 +209,7 @@ class Scan:
     per_source: dict[int, Counter] = field(default_factory=dict)
     bad_rows: list[dict] = field(default_factory=list)
     kept_ids: list[int] = field(default_factory=list)
+    kept_chars: list[int] = field(default_factory=list)
     dropped_ids: list[int] = field(default_factory=list)
     dedup_seconds: float = 0.0
 
@@ -221,7 +222,7 @@ def scan_records(records, sources: list[SourceFiles], data: DataConfig) -> Scan:
     scan = Scan(per_source={s.index: Counter() for s in sources})
     finder = DuplicateFinder(data.dedup)
     total = records.count()
-    columns = ["doc_id", "status", "reason", "detail", "raw", "exact", "signature"]
+    columns = ["doc_id", "status", "reason", "detail", "raw", "exact", "signature", "num_chars"]
     dedup_time = 0.0
     with tqdm(total=total, desc="dedup", unit="rec", disable=not data.progress_bars, leave=False) as bar:
         for batch in records.select_columns(columns).iter_batches(batch_format="pyarrow", batch_size=4096):
@@ -247,6 +248,7 @@ def scan_records(records, sources: list[SourceFiles], data: DataConfig) -> Scan:
                     scan.dropped_ids.append(doc_id)
                 else:
                     scan.kept_ids.append(doc_id)
+                    scan.kept_chars.append(cols["num_chars"][i])
                     source["kept"] += 1
             dedup_time += time.perf_counter() - start
             bar.update(batch.num_rows)
@@ -330,52 +332,76 @@ def select_and_tokenize(records, data: DataConfig, model: ModelConfig, kind: str
     )
 
 
+def estimate_groups(records, scan: Scan, data: DataConfig, kind: str, kept_ids: np.ndarray, copies: np.ndarray,
+                    forced: np.ndarray, tokenizer) -> dict[str, int]:
+    """Shard groups per split, sized for ~data.rows_per_shard rows.
+
+    Decided before tokenizing (so tokenize -> pack -> write runs as one streaming pass) from the
+    characters of the kept records and the tokenizer's characters per token on a sample.
+    """
+    from rayloom.data.plan import is_validation
+    from rayloom.data.records import payload_text
+
+    sample = [json.loads(r["payload"]) for r in records.limit(512).select_columns(["status", "payload"]).take_all()
+              if r["status"] == "ok"]
+    texts = [payload_text(p) for p in sample] or ["x"]
+    chars_per_token = sum(map(len, texts)) / max(1, sum(len(ids) for ids in tokenizer(texts)["input_ids"]))
+    val = is_validation(kept_ids, data.val_fraction, data.seed, forced)
+    chars = np.asarray(scan.kept_chars, dtype=np.float64) * copies
+    groups = {}
+    for split, mine in (("train", ~val), ("validation", val)):
+        tokens = float(chars[mine].sum()) / chars_per_token
+        records_in_split = int(copies[mine].sum())
+        if kind == "lm" and data.packing:
+            rows = tokens / data.seq_len
+        elif kind == "lm":
+            rows = records_in_split + tokens / data.seq_len
+        else:
+            rows = records_in_split
+        groups[split] = max(1, math.ceil(rows / data.rows_per_shard))
+    return groups
+
+
 def write_shards(records, data: DataConfig, model: ModelConfig, kind: str, base: dict, counts: dict, drops: dict,
-                 scan: Scan, forced: np.ndarray, destination, summary: JobSummary, tokenizer) -> dict:
+                 scan: Scan, kept_ids: np.ndarray, copies: np.ndarray, forced: np.ndarray, destination,
+                 summary: JobSummary, tokenizer) -> dict:
     from rayloom.data.shards import AssignGroups, PackGroup, pack_group
     from rayloom.data.tokenization import pad_id_of
 
     weights = [s["weight"] for s in base["sources"]]
-    log.info("data %s: tokenizing %d record(s) with %d actor(s)", data.name, counts["sampled"],
-             data.num_tokenize_actors)
-    with summary.stage("tokenize") as row:
-        tokenized = select_and_tokenize(records, data, model, kind, weights,
-                                        np.asarray(scan.dropped_ids, dtype=np.int64), forced).materialize()
-        stats = tokenized_stats(tokenized)
-        row.records_in = counts["sampled"]
-        row.records_out = stats["documents"]["train"] + stats["documents"]["validation"]
-        row.dropped = dict(stats["drops"])
-    drops.update(stats["drops"])
-    counts["tokenized"] = row.records_out
-    num_groups = {
-        split: max(1, math.ceil(stats["tokens"][split] / (data.seq_len * data.rows_per_shard))
-                   if kind == "lm" and data.packing else math.ceil(stats["pieces"][split] / data.rows_per_shard))
-        for split in SPLITS
-    }
-    log.info("data %s: packing and writing %d shard(s)", data.name, sum(num_groups.values()))
-    with summary.stage("pack + write") as row:
+    num_groups = estimate_groups(records, scan, data, kind, kept_ids, copies, forced, tokenizer)
+    log.info("data %s: tokenizing %d record(s) with %d actor(s), packing into ~%d shard(s)", data.name,
+             counts["sampled"], data.num_tokenize_actors, sum(num_groups.values()))
+    with summary.stage("tokenize + pack + write") as row:
         pack = PackGroup(kind, data.seq_len, data.packing, pad_id_of(tokenizer), data.seed, destination.stage)
-        written = (tokenized.map_batches(_only_ok, batch_format="pyarrow", batch_size=None)
-                   .map_batches(AssignGroups(num_groups, data.seed), batch_format="pyarrow", batch_size=None)
+        tokenized = select_and_tokenize(records, data, model, kind, weights,
+                                        np.asarray(scan.dropped_ids, dtype=np.int64), forced)
+        written = (tokenized.map_batches(AssignGroups(num_groups, data.seed), batch_format="pyarrow", batch_size=None)
                    .groupby(["split", "group"], num_partitions=max(1, min(sum(num_groups.values()), 64)))
                    .map_groups(pack_group, fn_kwargs={"pack": pack}, batch_format="pyarrow")
                    .take_all())
-        row.records_in = counts["tokenized"]
-        row.records_out = sum(w["rows"] for w in written)
-    counts["rows"] = row.records_out
-    files = sorted(written, key=lambda w: w["file"])
+        tokenize_drops: Counter = Counter()
+        for w in written:
+            tokenize_drops.update(json.loads(w["drops"]))
+        row.records_in = counts["sampled"]
+        row.records_out = sum(w["documents"] for w in written)
+        row.dropped = dict(tokenize_drops)
+    drops.update(tokenize_drops)
+    counts["tokenized"] = row.records_out
+    counts["rows"] = sum(w["rows"] for w in written)
+    files = sorted((w for w in written if w["file"]), key=lambda w: w["file"])
     splits = {}
     for split in SPLITS:
-        mine = [w for w in files if w["split"] == split]
+        mine = [w for w in written if w["split"] == split]
         splits[split] = {"rows": sum(w["rows"] for w in mine), "tokens": sum(w["real_tokens"] for w in mine),
-                         "slots": sum(w["slots"] for w in mine), "documents": stats["documents"][split],
-                         "files": [w["file"] for w in mine]}
+                         "slots": sum(w["slots"] for w in mine), "documents": sum(w["documents"] for w in mine),
+                         "files": [w["file"] for w in files if w["split"] == split]}
     real = sum(s["tokens"] for s in splits.values())
     slots = sum(s["slots"] for s in splits.values())
     content = hashlib.sha256("".join(f"{w['file']}\0{w['sha256']}\n" for w in files).encode()).hexdigest()
     return {**base, "materialized": True, "splits": splits, "counts": counts, "drops": _sorted(drops),
             "tokens": {"real": real, "slots": slots, "packing_efficiency": round(real / slots, 6) if slots else 0.0,
-                       "truncated_records": stats["truncated"]},
+                       "truncated_records": sum(w["truncated"] for w in written)},
             "content_hash": content}
 
 
@@ -383,26 +409,6 @@ def _only_ok(batch):
     import pyarrow.compute as pc
 
     return batch.filter(pc.equal(batch.column("status"), "ok"))
-
-
-def tokenized_stats(tokenized) -> dict:
-    """Counts over the tokenized copies: documents, pieces and tokens per split, drops, truncation."""
-    documents, pieces, tokens = Counter(), Counter(), Counter()
-    drops: Counter = Counter()
-    truncated = 0
-    columns = ["split", "status", "chunk", "num_tokens", "truncated"]
-    for batch in tokenized.select_columns(columns).iter_batches(batch_format="numpy", batch_size=65536):
-        ok = batch["status"] == "ok"
-        first = batch["chunk"] == 0
-        for split in SPLITS:
-            mine = batch["split"] == split
-            documents[split] += int(np.sum(mine & ok & first))
-            pieces[split] += int(np.sum(mine & ok))
-            tokens[split] += int(np.sum(batch["num_tokens"][mine & ok]))
-        for reason in batch["status"][~ok]:
-            drops[str(reason)] += 1
-        truncated += int(np.sum(batch["truncated"] & first & ok))
-    return {"documents": documents, "pieces": pieces, "tokens": tokens, "drops": drops, "truncated": truncated}
 
 
 # -- materialize=false: what the streaming reader needs -----------------------------------------------------

@@ -8,9 +8,12 @@ Ray's block layout and a rerun writes byte-identical files.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rayloom import storage
 from rayloom.data.packing import pack_lm, pad_preference
@@ -18,8 +21,8 @@ from rayloom.data.plan import group_of, mix
 
 SUMMARY_SCHEMA = pa.schema([
     ("split", pa.string()), ("group", pa.int64()), ("file", pa.string()), ("rows", pa.int64()),
-    ("pieces", pa.int64()), ("real_tokens", pa.int64()), ("slots", pa.int64()), ("sha256", pa.string()),
-    ("bytes", pa.int64()),
+    ("documents", pa.int64()), ("pieces", pa.int64()), ("real_tokens", pa.int64()), ("slots", pa.int64()),
+    ("truncated", pa.int64()), ("drops", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64()),
 ])
 
 
@@ -36,11 +39,13 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _lists(column: pa.ChunkedArray) -> list[np.ndarray]:
-    array = column.combine_chunks()
-    values = array.values.to_numpy(zero_copy_only=False)
-    offsets = array.offsets.to_numpy()
-    return [values[offsets[i]:offsets[i + 1]] for i in range(len(array))]
+def _lists(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
+    """The rows of a list column as numpy arrays (views into one flat buffer)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    flat = pc.list_flatten(array).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(array) + 1, dtype=np.int64)
+    np.cumsum(pc.list_value_length(array).to_numpy(zero_copy_only=False), out=offsets[1:])
+    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(array))]
 
 
 class AssignGroups:
@@ -61,7 +66,9 @@ class AssignGroups:
 class PackGroup:
     """Packs one group (or, streaming, one batch) into rows; writes it when `stage` is set.
 
-    With `stage`: returns one SUMMARY_SCHEMA row per file written. Without: returns the rows.
+    Input rows are tokenized pieces, dropped ones included (status != "ok") so they are counted
+    here. With `stage`: returns one SUMMARY_SCHEMA row (the file written and its counts).
+    Without: returns the packed rows.
     """
 
     def __init__(self, kind: str, seq_len: int, packing: bool, pad_id: int, seed: int, stage: str | None) -> None:
@@ -81,25 +88,36 @@ class PackGroup:
         batch = batch.sort_by([("order", "ascending"), ("doc_id", "ascending"), ("copy", "ascending"),
                                ("chunk", "ascending")])
         split = batch.column("split")[0].as_py() if batch.num_rows else "train"
-        group = batch.column("group")[0].as_py() if "group" in batch.column_names else 0
-        row_seed = int(mix(np.asarray([batch.column("order")[0].as_py() if batch.num_rows else 0],
+        group = batch.column("group")[0].as_py() if "group" in batch.column_names and batch.num_rows else 0
+        status = batch.column("status")
+        ok_mask = pc.equal(status, "ok")
+        drops = Counter(s for s in status.to_pylist() if s != "ok")
+        first = pc.and_(ok_mask, pc.equal(batch.column("chunk"), 0))
+        documents = int(pc.sum(first.cast(pa.int64())).as_py() or 0)
+        truncated = int(pc.sum(pc.and_(first, batch.column("truncated")).cast(pa.int64())).as_py() or 0)
+        ok = batch.filter(ok_mask)
+        row_seed = int(mix(np.asarray([ok.column("order")[0].as_py() if ok.num_rows else 0],
                                       dtype=np.uint64).astype(np.int64), self.seed, 0x77)[0])
         if self.kind == "preference":
-            rows, stats = pad_preference(_lists(batch.column("chosen_input_ids")), _lists(batch.column("chosen_labels")),
-                                         _lists(batch.column("rejected_input_ids")),
-                                         _lists(batch.column("rejected_labels")), self.seq_len, self.pad_id)
+            rows, stats = pad_preference(_lists(ok.column("chosen_input_ids")), _lists(ok.column("chosen_loss_mask")),
+                                         _lists(ok.column("rejected_input_ids")),
+                                         _lists(ok.column("rejected_loss_mask")), self.seq_len, self.pad_id)
         else:
-            rows, stats = pack_lm(_lists(batch.column("input_ids")), _lists(batch.column("labels")), self.seq_len,
+            rows, stats = pack_lm(_lists(ok.column("input_ids")), _lists(ok.column("loss_mask")), self.seq_len,
                                   self.pad_id, self.packing, row_seed)
         if self.stage is None:
             return rows
-        name = shard_name(split, group)
-        data = parquet_bytes(rows)
-        self._write(name, data)
+        name, digest, size = None, None, 0
+        if rows.num_rows:
+            name = shard_name(split, group)
+            data = parquet_bytes(rows)
+            self._write(name, data)
+            digest, size = hashlib.sha256(data).hexdigest(), len(data)
         return pa.Table.from_pylist([{
-            "split": split, "group": group, "file": name, "rows": stats.rows, "pieces": stats.documents,
-            "real_tokens": stats.real_tokens, "slots": stats.slots, "sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data),
+            "split": split, "group": group, "file": name, "rows": stats.rows, "documents": documents,
+            "pieces": stats.documents, "real_tokens": stats.real_tokens, "slots": stats.slots,
+            "truncated": truncated, "drops": json.dumps(dict(sorted(drops.items()))), "sha256": digest,
+            "bytes": size,
         }], schema=SUMMARY_SCHEMA)
 
     def _write(self, name: str, data: bytes) -> None:

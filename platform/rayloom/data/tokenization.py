@@ -2,8 +2,8 @@
 
 Text documents get the tokenizer's BOS (its post-processor) plus EOS and are cut into pieces of
 at most seq_len tokens. Chat records and preference pairs go through the tokenizer's own chat
-template with `return_assistant_tokens_mask=True` - the template serving renders - so labels
-cover exactly the assistant tokens (the template marks them with {% generation %}).
+template with `return_assistant_tokens_mask=True` - the template serving renders - so the loss
+mask covers exactly the assistant tokens (the template marks them with {% generation %}).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 
 from rayloom.config import ModelConfig
-from rayloom.data.schema import IGNORE_INDEX
 from rayloom.errors import UserError
 
 TOKENIZE_REASONS = ("no_trainable_tokens", "prompt_too_long")
@@ -90,7 +89,9 @@ class TokenizeRecords:
 
     In: doc_id, copy, split, order, schema, payload (canonical JSON).
     Out: KEY_COLUMNS + status ("ok" or a TOKENIZE_REASONS entry), truncated, num_tokens and
-    input_ids/labels (LM) or chosen_/rejected_ input_ids/labels (preference).
+    input_ids + loss_mask (LM) or chosen_/rejected_ input_ids + loss_mask (preference). The
+    mask (int8, 1 = trained on) is a quarter of the size of an int32 labels list; the packer
+    turns it into labels.
     """
 
     def __init__(self, model: ModelConfig, seq_len: int, kind: str) -> None:
@@ -113,76 +114,72 @@ class TokenizeRecords:
 
     # -- language-model records -------------------------------------------------------------
     def _lm(self, payloads: list[dict], schemas: list[str], keys: dict) -> pa.Table:
-        docs: list[tuple[np.ndarray, np.ndarray, bool, str]] = [None] * len(payloads)  # type: ignore[list-item]
+        docs: list = [None] * len(payloads)
         text_idx = [i for i, s in enumerate(schemas) if s == "text"]
         chat_idx = [i for i, s in enumerate(schemas) if s == "messages"]
         if text_idx:
             encoded = self.tokenizer([payloads[i]["text"] for i in text_idx], add_special_tokens=True)["input_ids"]
             for i, ids in zip(text_idx, encoded, strict=True):
                 ids = np.asarray([*ids, self.eos_id], dtype=np.int32)
-                docs[i] = (ids, ids, False, "ok")
+                docs[i] = (ids, np.ones(len(ids), dtype=np.int8), False, "ok")
         if chat_idx:
-            for i, (ids, labels) in zip(chat_idx, self._chat([payloads[i]["messages"] for i in chat_idx]),
-                                        strict=True):
+            for i, (ids, mask) in zip(chat_idx, self._chat([payloads[i]["messages"] for i in chat_idx]),
+                                      strict=True):
                 truncated = len(ids) > self.seq_len
-                ids, labels = ids[:self.seq_len], labels[:self.seq_len]
-                status = "ok" if np.any(labels[1:] != IGNORE_INDEX) else "no_trainable_tokens"
-                docs[i] = (ids, labels, truncated, status)
+                ids, mask = ids[:self.seq_len], mask[:self.seq_len]
+                status = "ok" if mask[1:].any() else "no_trainable_tokens"
+                docs[i] = (ids, mask, truncated, status)
         out: dict[str, list] = {name: [] for name in (*KEY_COLUMNS, "status", "truncated", "num_tokens")}
-        ids_out, labels_out = [], []
-        for i, (ids, labels, truncated, status) in enumerate(docs):
-            is_text = schemas[i] == "text"
+        ids_out, mask_out = [], []
+        empty_ids, empty_mask = np.zeros(0, np.int32), np.zeros(0, np.int8)
+        for i, (ids, mask, truncated, status) in enumerate(docs):
+            ok = status == "ok"
             # Long text documents become several pieces, each its own packed "document".
-            pieces = range(0, len(ids), self.seq_len) if (is_text and status == "ok") else [0]
-            for chunk, start in enumerate(pieces):
-                piece = ids[start:start + self.seq_len] if is_text else ids
-                piece_labels = labels[start:start + self.seq_len] if is_text else labels
-                ok = status == "ok"
+            starts = range(0, len(ids), self.seq_len) if (schemas[i] == "text" and ok) else [0]
+            for chunk, start in enumerate(starts):
+                piece = ids[start:start + self.seq_len]
                 for name in ("doc_id", "copy", "order", "split"):
                     out[name].append(keys[name][i])
                 out["chunk"].append(chunk)
                 out["status"].append(status)
                 out["truncated"].append(truncated)
                 out["num_tokens"].append(len(piece) if ok else 0)
-                ids_out.append(piece if ok else np.zeros(0, np.int32))
-                labels_out.append(piece_labels if ok else np.zeros(0, np.int32))
-        return _table(out, {"input_ids": ragged(ids_out), "labels": ragged(labels_out)})
+                ids_out.append(piece if ok else empty_ids)
+                mask_out.append(mask[start:start + self.seq_len] if ok else empty_mask)
+        return _table(out, {"input_ids": ragged(ids_out), "loss_mask": ragged(mask_out, pa.int8())})
 
     def _chat(self, conversations: list[list[dict]]) -> list[tuple[np.ndarray, np.ndarray]]:
         encoded = self.tokenizer.apply_chat_template(conversations, tokenize=True, return_dict=True,
                                                      return_assistant_tokens_mask=True)
-        out = []
-        for ids, mask in zip(encoded["input_ids"], encoded["assistant_masks"], strict=True):
-            ids = np.asarray(ids, dtype=np.int32)
-            labels = np.where(np.asarray(mask, dtype=bool), ids, IGNORE_INDEX).astype(np.int32)
-            out.append((ids, labels))
-        return out
+        return [(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=np.int8))
+                for ids, mask in zip(encoded["input_ids"], encoded["assistant_masks"], strict=True)]
 
     # -- preference pairs ---------------------------------------------------------------------
     def _preference(self, payloads: list[dict], keys: dict) -> pa.Table:
         chosen = self._chat([p["prompt"] + [{"role": "assistant", "content": p["chosen"]}] for p in payloads])
         rejected = self._chat([p["prompt"] + [{"role": "assistant", "content": p["rejected"]}] for p in payloads])
         out: dict[str, list] = {name: [] for name in (*KEY_COLUMNS, "status", "truncated", "num_tokens")}
-        sides: dict[str, list] = {c: [] for c in ("chosen_input_ids", "chosen_labels", "rejected_input_ids",
-                                                 "rejected_labels")}
-        for i, ((c_ids, c_labels), (r_ids, r_labels)) in enumerate(zip(chosen, rejected, strict=True)):
+        sides: dict[str, list] = {c: [] for c in ("chosen_input_ids", "chosen_loss_mask", "rejected_input_ids",
+                                                 "rejected_loss_mask")}
+        empty_ids, empty_mask = np.zeros(0, np.int32), np.zeros(0, np.int8)
+        for i, ((c_ids, c_mask), (r_ids, r_mask)) in enumerate(zip(chosen, rejected, strict=True)):
             truncated = max(len(c_ids), len(r_ids)) > self.seq_len
-            c_ids, c_labels = c_ids[:self.seq_len], c_labels[:self.seq_len]
-            r_ids, r_labels = r_ids[:self.seq_len], r_labels[:self.seq_len]
+            c_ids, c_mask = c_ids[:self.seq_len], c_mask[:self.seq_len]
+            r_ids, r_mask = r_ids[:self.seq_len], r_mask[:self.seq_len]
             # Truncation cuts responses from the end; a prompt that fills seq_len leaves nothing to score.
-            ok = np.any(c_labels[1:] != IGNORE_INDEX) and np.any(r_labels[1:] != IGNORE_INDEX)
+            ok = bool(c_mask[1:].any() and r_mask[1:].any())
             for name in ("doc_id", "copy", "order", "split"):
                 out[name].append(keys[name][i])
             out["chunk"].append(0)
             out["status"].append("ok" if ok else "prompt_too_long")
             out["truncated"].append(truncated)
             out["num_tokens"].append(len(c_ids) + len(r_ids) if ok else 0)
-            empty = np.zeros(0, np.int32)
-            sides["chosen_input_ids"].append(c_ids if ok else empty)
-            sides["chosen_labels"].append(c_labels if ok else empty)
-            sides["rejected_input_ids"].append(r_ids if ok else empty)
-            sides["rejected_labels"].append(r_labels if ok else empty)
-        return _table(out, {name: ragged(arrays) for name, arrays in sides.items()})
+            sides["chosen_input_ids"].append(c_ids if ok else empty_ids)
+            sides["chosen_loss_mask"].append(c_mask if ok else empty_mask)
+            sides["rejected_input_ids"].append(r_ids if ok else empty_ids)
+            sides["rejected_loss_mask"].append(r_mask if ok else empty_mask)
+        return _table(out, {name: ragged(arrays, pa.int8() if name.endswith("mask") else pa.int32())
+                            for name, arrays in sides.items()})
 
 
 def _table(keys: dict[str, list], tokens: dict[str, pa.Array]) -> pa.Table:

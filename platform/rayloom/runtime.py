@@ -94,13 +94,14 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
 
     if storage is not None:
         apply_storage_env(storage)
-    if ray.is_initialized():
-        return False
-    configure_auth(cluster)
     address = cluster.address or os.environ.get("RAY_ADDRESS", "")
+    # Checked before the is_initialized shortcut so the mistake is reported the same way whatever ran before.
     if address.startswith(("http://", "https://")):
         raise UserError(f"cluster.address={address!r} is a dashboard (job API) address: use `rayloom submit` to run "
                         "jobs there, or give the cluster address (host:6379, ray://host:10001, auto)")
+    if ray.is_initialized():
+        return False
+    configure_auth(cluster)
     common = {"namespace": cluster.namespace, "logging_level": logging.WARNING, "log_to_driver": True}
     # Inside a Ray job the job's own runtime_env (set by `rayloom submit`) already applies; passing
     # another one from the driver makes Ray refuse to merge the two.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 
-def measure_peak_flops(dtype: str = "float32", device: str = "cpu", size: int = 1024, repeats: int = 5) -> float:
+def measure_peak_flops(dtype: str = "float32", device: str = "cpu", size: int | None = None, repeats: int = 5) -> float:
     """Best observed FLOP/s of a square matmul on this worker, the denominator of MFU.
 
     Vendor peak numbers do not exist for an arbitrary CPU (and differ from what a process with
@@ -14,6 +14,8 @@ def measure_peak_flops(dtype: str = "float32", device: str = "cpu", size: int = 
     """
     import torch
 
+    # Big enough to saturate the device: a GPU needs far larger matrices than a CPU core.
+    size = size or (8192 if device.startswith("cuda") else 1024)
     torch_dtype = getattr(torch, dtype)
     a = torch.randn(size, size, dtype=torch_dtype, device=device)
     b = torch.randn(size, size, dtype=torch_dtype, device=device)

@@ -21,7 +21,7 @@ from rayloom.config import ModelConfig
 log = logging.getLogger(__name__)
 
 # Bump when the build recipe changes, so caches built by older code are not reused.
-KIT_VERSION = 2
+KIT_VERSION = 3
 _ARCH_FIELDS = ("preset", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
                 "num_kv_heads", "max_position_embeddings", "seed", "dtype")
 

@@ -14,10 +14,11 @@ import yaml
 from tests_helpers import REPO_ROOT
 
 from rayloom.cluster import launcher
-from rayloom.cluster.kuberay import render_rayservice, render_serve_config
+from rayloom.cluster.kuberay import render_rayservice
 from rayloom.config import compose
 from rayloom.errors import UserError
 from rayloom.runtime import SECRET_ENV
+from rayloom.serve.serve_config import render_serve_config
 
 AWS_YAML = REPO_ROOT / "cluster" / "aws-gpu.yaml"
 FAKE_YAML = REPO_ROOT / "cluster" / "local-fake-gpu.yaml"
@@ -226,25 +227,35 @@ def test_rendered_manifests_are_up_to_date(name, tmp_path):
         f"cluster/kuberay/{name} is stale: rerun `rayloom cluster render kuberay {shlex.join(overrides)}`")
 
 
-def test_rayservice_serve_config_follows_the_serve_group():
+def test_rayservice_serve_config_is_what_rayloom_serve_writes_in_portable_form(monkeypatch):
     from ray.serve.schema import ServeDeploySchema
 
+    monkeypatch.setenv("RAYLOOM_CACHE_DIR", "/home/someone/.cache/rayloom")  # forwarded locally, never to a cluster
     overrides = _render_command(KUBERAY / "rayservice.yaml")
     cfg = compose("serve", overrides)
     service = yaml.safe_load((KUBERAY / "rayservice.yaml").read_text())
     serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
-    assert serve_config == render_serve_config(cfg)
+    assert serve_config == render_serve_config(cfg, for_cluster=True)
     ServeDeploySchema.model_validate(serve_config)  # Ray Serve's own config schema
-    llm = serve_config["applications"][0]["args"]["llm_configs"][0]
-    scaling = llm["deployment_config"]["autoscaling_config"]
-    assert (scaling["min_replicas"], scaling["max_replicas"]) == (cfg.serve.min_replicas, cfg.serve.max_replicas)
-    assert llm["model_loading_config"]["model_source"] == {"bucket_uri": cfg.serve.model_path}
-    assert llm["accelerator_type"] == "A10G"
+    [app] = serve_config["applications"]
+    assert app["import_path"] == "rayloom.serve.app:app_builder"  # rayloom's auth + limits, not a bare app
+    assert "runtime_env" not in app and serve_config["http_options"]["host"] == "0.0.0.0"
+    assert "RAYLOOM_CACHE_DIR" in str(render_serve_config(cfg)), "the local form does forward it"
+    serve = app["args"]["serve"]
+    assert (serve["min_replicas"], serve["max_replicas"]) == (cfg.serve.min_replicas, cfg.serve.max_replicas)
+    assert serve["model_path"].startswith("s3://") and serve["accelerator_type"] == "A10G"
+    assert serve["require_api_key"] and serve["api_key_env"] == "RAYLOOM_API_KEY"
 
 
-def test_rayservice_needs_a_model_path():
+def test_pods_get_the_api_key_by_reference():
+    text = (KUBERAY / "raycluster.yaml").read_text()
+    assert "key: RAYLOOM_API_KEY" in text and "secretKeyRef" in text
+
+
+def test_rayservice_needs_a_model_every_node_can_read(tmp_path):
+    render_rayservice(compose("serve", ["model=tiny"]))  # a preset is rebuilt from its config on the node
     with pytest.raises(UserError, match="serve.model_path"):
-        render_rayservice(compose("serve", ["model=tiny"]))
+        render_rayservice(compose("serve", ["model=tiny", f"serve.model_path={tmp_path}"]))
 
 
 # --- node image and presets ----------------------------------------------------------------------------

@@ -3,11 +3,9 @@
 Both reuse the RayCluster spec in cluster/kuberay/raycluster.yaml (autoscaler v2, token auth,
 GPU worker groups), so there is one cluster definition. The RayJob runs the same
 `jobs/<job>.py` entrypoint with the same overrides as `rayloom submit`; the RayService's
-serveConfigV2 is the Serve config rendered from the `serve` group.
-
-`render_serve_config` targets Ray's own OpenAI app builder (`ray.serve.llm:build_openai_app`);
-when rayloom.serve publishes its Serve-config writer (the one `rayloom serve` writes, with
-rayloom's API-key auth and limits), `SERVE_CONFIG_RENDERER` points there instead.
+serveConfigV2 is the Serve config `rayloom serve` writes (rayloom.serve.serve_config: the same app,
+with rayloom's API-key auth and request limits) in its portable form: no environment from the
+machine that rendered it, a model on S3 or the hub.
 """
 
 from __future__ import annotations
@@ -19,15 +17,11 @@ from typing import Any
 
 import yaml
 
-from rayloom import storage
 from rayloom.cluster.job_spec import build_entrypoint, build_job_env_vars
 from rayloom.config import RayloomConfig, repo_root
 from rayloom.errors import UserError
 
 RAYCLUSTER_YAML = "cluster/kuberay/raycluster.yaml"
-SERVE_IMPORT_PATH = "ray.serve.llm:build_openai_app"
-# "module:function(cfg) -> dict" producing the Serve config (see the module docstring).
-SERVE_CONFIG_RENDERER = "rayloom.cluster.kuberay:render_serve_config"
 
 
 def load_raycluster(path: str | Path | None = None) -> dict[str, Any]:
@@ -37,62 +31,6 @@ def load_raycluster(path: str | Path | None = None) -> dict[str, Any]:
     if len(clusters) != 1:
         raise UserError(f"{path} must hold exactly one RayCluster")
     return clusters[0]
-
-
-def model_source(cfg: RayloomConfig) -> str:
-    source = cfg.serve.model_path or cfg.model.path or ""
-    if not source:
-        raise UserError("a RayService loads its model from a path: set serve.model_path (or model.path) to an "
-                        "s3:// prefix or hub id; presets are built locally and are not shipped to a cluster")
-    return source
-
-
-def build_llm_config(cfg: RayloomConfig) -> dict[str, Any]:
-    """One `ray.serve.llm.LLMConfig` (as a dict) from the serve and model groups."""
-    serve = cfg.serve
-    source = model_source(cfg)
-    engine_kwargs: dict[str, Any] = {
-        "dtype": serve.dtype,
-        "max_model_len": serve.max_model_len,
-        "tensor_parallel_size": serve.tensor_parallel_size,
-        "enable_prefix_caching": serve.enable_prefix_caching,
-        "enforce_eager": serve.enforce_eager,
-    }
-    if serve.use_gpu:
-        engine_kwargs["gpu_memory_utilization"] = serve.gpu_memory_utilization
-    llm: dict[str, Any] = {
-        "model_loading_config": {
-            "model_id": serve.model_id or cfg.model.name,
-            "model_source": {"bucket_uri": source} if storage.is_s3(source) else source,
-        },
-        "engine_kwargs": engine_kwargs,
-        "deployment_config": {
-            "autoscaling_config": {
-                "min_replicas": serve.min_replicas,
-                "max_replicas": serve.max_replicas,
-                "target_ongoing_requests": serve.target_ongoing_requests,
-            },
-            "max_ongoing_requests": serve.max_ongoing_requests,
-            "max_queued_requests": serve.max_queued_requests,
-        },
-    }
-    if serve.use_gpu and serve.accelerator_type:
-        llm["accelerator_type"] = serve.accelerator_type
-    return llm
-
-
-def render_serve_config(cfg: RayloomConfig) -> dict[str, Any]:
-    """The Serve config file (`serve deploy` format) for the configured model."""
-    return {
-        "proxy_location": "EveryNode",
-        "http_options": {"host": "0.0.0.0", "port": cfg.serve.port},
-        "applications": [{
-            "name": cfg.serve.app_name,
-            "route_prefix": cfg.serve.route_prefix,
-            "import_path": SERVE_IMPORT_PATH,
-            "args": {"llm_configs": [build_llm_config(cfg)]},
-        }],
-    }
 
 
 def _worker_groups(spec: dict[str, Any], pool: str) -> list[dict[str, Any]]:
@@ -116,10 +54,10 @@ def _metadata(base: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def render_rayservice(cfg: RayloomConfig, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    from rayloom.entry import resolve
+    from rayloom.serve.serve_config import render_serve_config
 
     base = base or load_raycluster()
-    serve_config = resolve(SERVE_CONFIG_RENDERER)(cfg)
+    serve_config = render_serve_config(cfg, for_cluster=True)
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",

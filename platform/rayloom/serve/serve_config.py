@@ -24,24 +24,49 @@ def serve_args(cfg: RayloomConfig) -> dict[str, Any]:
     return {"serve": dataclasses.asdict(cfg.serve), "model": dataclasses.asdict(cfg.model)}
 
 
-def render_serve_config(cfg: RayloomConfig) -> dict[str, Any]:
+def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dict[str, Any]:
+    """The Serve config dict. `for_cluster=True` renders a portable document (a KubeRay RayService):
+    nothing from this machine's environment, a model every node can read, and HTTP on all interfaces
+    of the pod (the Kubernetes Service, not the pod, decides what is exposed)."""
     from rayloom.runtime import build_env_vars
 
     serve = cfg.serve
+    if for_cluster:
+        _check_cluster_visible_model(cfg)
     application: dict[str, Any] = {
         "name": serve.app_name,
         "route_prefix": serve.route_prefix,
         "import_path": APP_BUILDER,
         "args": serve_args(cfg),
     }
-    env_vars = build_env_vars(cfg.cluster)  # non-secret only; secrets raise in build_env_vars
+    # Non-secret only (secrets raise in build_env_vars). A cluster document takes only the values the
+    # config names (cluster.env), never variables forwarded from the machine that rendered it.
+    env_vars = dict(cfg.cluster.env) if for_cluster else build_env_vars(cfg.cluster)
+    if for_cluster:
+        build_env_vars(dataclasses.replace(cfg.cluster, env=env_vars))  # the same secret check
     if env_vars:
         application["runtime_env"] = {"env_vars": env_vars}
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": serve.host, "port": serve.port},
+        "http_options": {"host": "0.0.0.0" if for_cluster else serve.host, "port": serve.port},
         "applications": [application],
     }
+
+
+def _check_cluster_visible_model(cfg: RayloomConfig) -> None:
+    from rayloom.errors import UserError
+    from rayloom.serve.plan import _looks_like_hub_id
+
+    source = cfg.serve.model_path or cfg.model.path
+    # A preset without serve.model_path is rebuilt from its config on the node (nothing to ship).
+    portable = bool(source) and (storage.is_s3(source) or _looks_like_hub_id(source))
+    if (cfg.serve.model_path or cfg.model.preset is None) and not portable:
+        raise UserError(f"a cluster loads the served model from a path every node can read: serve.model_path "
+                        f"(or model.path) {source!r} must be an s3:// prefix or a hub id")
+    for adapter in cfg.serve.lora_adapters:
+        if not storage.is_s3(adapter.path):
+            raise UserError(f"serve.lora_adapters[{adapter.name}].path={adapter.path!r}: a cluster reads adapters "
+                            "from s3://")
 
 
 def render_serve_config_yaml(cfg: RayloomConfig) -> str:

@@ -121,7 +121,26 @@ def check_gate(model_dir_or_run: str | os.PathLike, gate_cfg: GateConfig | dict,
                 f"no evaluation of {target} was found under {root}: run `rayloom eval eval.model_path={target}` "
                 "first (or point at an eval run directory)"))
     payload = store.load_run(run)
+    if not store.is_run(target):
+        stale = stale_evaluation_reason(target, payload, run)
+        if stale:
+            return GateResult(passed=False, run=run, reason=stale)
     return evaluate_gate(payload.get("metrics", {}), gate, run=run)
+
+
+def stale_evaluation_reason(model_dir: str, payload: dict, run: str) -> str:
+    """Why the latest evaluation does not describe the model now at `model_dir` ('' when it does):
+    the lineage id beside the model changed since (retrained or re-exported in place)."""
+    from rayloom.lineage import read_lineage
+
+    current = read_lineage(model_dir)
+    evaluated = (payload.get("model") or {}).get("lineage")
+    if current is None or (evaluated or {}).get("id") == current.get("id"):
+        return ""
+    measured = evaluated.get("id") if evaluated else "a model without lineage"
+    return (f"{model_dir} changed after its last evaluation ({run}): lineage id {current.get('id')} "
+            f"(run {current.get('run')}) was not evaluated (that run measured {measured}); "
+            f"run `rayloom eval eval.model_path={model_dir}` again")
 
 
 def enforce_gate(model_dir_or_run: str | os.PathLike, gate_cfg: GateConfig | dict, *,

@@ -56,14 +56,20 @@ def _model_info(cfg: RayloomConfig, model: ModelConfig, target) -> dict:
     if cfg.eval.target == "endpoint":
         # An endpoint is recorded under eval.model_path when given (what it serves), for the gate.
         key = store.model_key(cfg.eval.model_path) if cfg.eval.model_path else None
-        return {"name": target.model, "path": cfg.eval.model_path or cfg.eval.endpoint_url, "key": key}
+        from rayloom.lineage import read_lineage
+
+        return {"name": target.model, "path": cfg.eval.model_path or cfg.eval.endpoint_url, "key": key,
+                "lineage": read_lineage(cfg.eval.model_path) if cfg.eval.model_path else None}
     if model.preset is not None:
         from rayloom.models import resolve_model_dir
 
         path = str(resolve_model_dir(model))
     else:
         path = str(model.path)
-    return {"name": model.name, "path": path, "key": store.model_key(path)}
+    from rayloom.lineage import read_lineage
+
+    # The evaluated model's lineage id lets the deploy gate notice a model retrained in place.
+    return {"name": model.name, "path": path, "key": store.model_key(path), "lineage": read_lineage(path)}
 
 
 def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str | None = None,

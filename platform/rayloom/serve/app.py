@@ -132,7 +132,9 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     options["name"] = "OpenAiIngress"
     return ray_serve.deployment(build_ingress_class(settings), **options).bind(
         llm_deployments={plan.model_id: server},
-        model_cards={plan.model_id: to_model_metadata(plan.model_id, llm_config)},
+        # GET /v1/models/<id> -> metadata.rayloom_lineage: the served model's chain back to its data.
+        model_cards={plan.model_id: to_model_metadata(plan.model_id, llm_config,
+                                                      overrides={"rayloom_lineage": plan.lineage})},
         settings=settings,
     )
 

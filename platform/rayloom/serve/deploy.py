@@ -113,10 +113,16 @@ def run_serve_job(cfg: RayloomConfig) -> Endpoint:
     config_path = write_serve_config(cfg)
     print(f"serve config (for `serve deploy` or a KubeRay RayService): {config_path}", flush=True)
     with ray_session(cfg.cluster, cfg.storage):
-        endpoint = deploy(cfg, auth=auth)
+        plan = plan_serving(cfg)
+        endpoint = deploy(cfg, auth=auth, plan=plan)
         keys = read_api_keys(serve.api_key_env, serve.api_key_file)
         health = check_health(endpoint.base_url, keys[0] if keys else None)
         print(f"endpoint: {endpoint.base_url}  models: {', '.join(endpoint.model_ids)}", flush=True)
+        if plan.lineage:
+            from rayloom.lineage import describe
+
+            print("  lineage (GET /v1/models/<id> -> metadata.rayloom_lineage):\n    "
+                  + "\n    <- ".join(describe(plan.lineage)), flush=True)
         print(f"  health: {health['status']} (one-token generation in {health['latency_ms']} ms); "
               f"API key: {'$' + serve.api_key_env if serve.require_api_key else 'not required'}", flush=True)
         print(f"  try: rayloom chat --url {endpoint.base_url}", flush=True)

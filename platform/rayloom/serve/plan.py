@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rayloom import storage
 from rayloom.config import ClusterConfig, RayloomConfig
+from rayloom.lineage import read_lineage
 from rayloom.serve.adapters import fetch_adapter
 from rayloom.serve.limits import RequestLimits
 
@@ -36,6 +37,8 @@ class ServePlan:
     adapters: dict[str, str]
     limits: RequestLimits
     cache_dir: str
+    # rayloom_lineage.json of the served model (rayloom.lineage), published in its model card.
+    lineage: dict | None = None
 
 
 def is_embedded(cluster: ClusterConfig) -> bool:
@@ -77,6 +80,7 @@ def plan_serving(cfg: RayloomConfig, *, resolve_locally: bool | None = None) -> 
         adapters=adapters,
         limits=limits,
         cache_dir=cache_dir,
+        lineage=read_lineage(source),
     )
 
 

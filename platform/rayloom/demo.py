@@ -9,6 +9,7 @@ built yet is reported and skipped, never faked. Stage functions live with their 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,10 +72,20 @@ STAGES_NOT_BUILT: dict[str, str] = {
 }
 
 
+def _quiet_libraries() -> None:
+    """Library INFO chatter on this console (Ray Data progress lines, Serve deployment dumps, vLLM
+    start-up) would bury the stage summaries; warnings and errors still show."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    for name in ("ray.data", "ray.serve", "ray.llm", "ray.train", "ray.tune", "vllm"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_main(cfg: RayloomConfig) -> DemoState:
     from rayloom.runtime import ray_session
 
     state = DemoState()
+    if not cfg.cluster.log_to_driver:
+        _quiet_libraries()
     stages = list(cfg.run.stages)
     if cfg.run.tune and "tune" not in stages:
         stages.insert(stages.index("eval") if "eval" in stages else len(stages), "tune")

@@ -102,7 +102,7 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
     if ray.is_initialized():
         return False
     configure_auth(cluster)
-    common = {"namespace": cluster.namespace, "logging_level": logging.WARNING, "log_to_driver": True}
+    common = {"namespace": cluster.namespace, "logging_level": logging.WARNING, "log_to_driver": cluster.log_to_driver}
     # Inside a Ray job the job's own runtime_env (set by `rayloom submit`) already applies; passing
     # another one from the driver makes Ray refuse to merge the two.
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:

@@ -28,14 +28,20 @@ MAX_BODY_BYTES = 40_000
 
 @pytest.fixture(scope="module")
 def serve_cfg(tmp_path_factory, tiny_model_dir):
+    import shutil
+
     from rayloom.config import compose
+    from rayloom.lineage import write_lineage
 
     work = tmp_path_factory.mktemp("serve")
     adapter = make_lora_adapter(tiny_model_dir, work / "adapter-demo")
+    # A "trained" copy of the model, with the lineage record an export carries.
+    model_dir = shutil.copytree(tiny_model_dir, work / "model")
+    write_lineage(model_dir, {"id": "lineage-test", "stage": "train", "run": "r1", "parent": None})
     key_file = work / "api_keys"
     key_file.write_text(f"# keys, one per line\n{KEY}\n{OTHER_KEY}\n")
     cfg = compose("serve", [
-        "model=tiny-2l", f"serve.port={free_port()}", "serve.app_name=serve-test",
+        "model=tiny-2l", f"serve.model_path={model_dir}", f"serve.port={free_port()}", "serve.app_name=serve-test",
         "serve.min_replicas=2", "serve.max_replicas=2",
         # Two engines + the ingress within the embedded Ray's 4 logical CPUs.
         "serve.engine_num_cpus=0.5", "serve.replica_num_cpus=0.5", "serve.ingress_num_cpus=0.5",
@@ -92,6 +98,9 @@ def test_models_list_the_base_model_and_its_adapter(served, client):
     assert card.id == f"{served.model_id}:demo"
     missing = httpx.get(f"{served.base_url}/models/{served.model_id}:nope", headers=_auth())
     assert missing.status_code == 404
+    # The model card names what the served model was made from (rayloom.lineage).
+    base = httpx.get(f"{served.base_url}/models/{served.model_id}", headers=_auth()).json()
+    assert base["metadata"]["rayloom_lineage"]["id"] == "lineage-test"
 
 
 def test_chat_and_completions(served, client):

@@ -16,7 +16,7 @@ def test_pretrain_then_sft_hand_over_their_models(ray_local, tiny_model_dir, tmp
     from rayloom.demo import DemoState
     from rayloom.train.demo_stage import stage_pretrain, stage_sft
 
-    cfg = compose("run", ["model=tiny-2l", f"storage.root={tmp_path}", "train.max_steps=6",
+    cfg = compose("run", ["model=tiny-2l", f"storage.root={tmp_path}", "train.max_steps=6", "peft=lora",
                           "train.checkpoint_every=6", "train.warmup_steps=1", "tracking.progress_bar=false"])
     rows = pretrain_rows(tiny_model_dir, seq_len=64, max_rows=40)
     chats = sft_rows(tiny_model_dir, seq_len=64, num=40)

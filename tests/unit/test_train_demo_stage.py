@@ -28,8 +28,13 @@ def test_pretrain_uses_zero2_with_cpu_offload_unless_deepspeed_was_chosen():
     assert pretrain_config(compose("run", ["deepspeed=zero3"])).deepspeed.zero_stage == 3
 
 
-def test_sft_starts_from_the_pretrained_export_with_lora():
-    cfg = sft_config(compose("run"), "/models/pretrained")
+def test_sft_fine_tunes_the_pretrained_export_fully_unless_peft_is_chosen():
+    from rayloom.train.demo_stage import DEMO_SFT_STEPS_FACTOR
+
+    run = compose("run")
+    cfg = sft_config(run, "/models/pretrained")
     assert cfg.model.path == "/models/pretrained" and cfg.model.preset is None
-    assert cfg.peft.method == "lora" and cfg.objective.name == "sft"
+    assert cfg.peft.method == "none" and cfg.objective.name == "sft"
+    assert cfg.train.max_steps == run.train.max_steps * DEMO_SFT_STEPS_FACTOR
+    assert cfg.train.checkpoint_every <= cfg.train.max_steps and cfg.train.lr >= 1e-3
     assert sft_config(compose("run", ["peft=dora"]), None).peft.method == "dora"

@@ -20,6 +20,9 @@ class ClusterConfig:
     num_cpus: int | None = None
     num_gpus: int | None = None
     include_dashboard: bool = False
+    # Stream worker/actor output (engines, trainers) to this console. `rayloom run` turns it off so
+    # the stage summaries stay readable; the logs remain under Ray's session directory.
+    log_to_driver: bool = True
     namespace: str = "rayloom"
     # File holding the Ray auth token for a remote cluster (never the token itself).
     auth_token_path: str = ""

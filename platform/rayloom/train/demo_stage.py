@@ -13,7 +13,11 @@ from rayloom.config import DeepSpeedConfig, PeftConfig, RayloomConfig
 
 # The demo's pre-training setting (issue #4): ZeRO-2 with the optimizer state offloaded to CPU.
 DEMO_PRETRAIN_DEEPSPEED = DeepSpeedConfig(zero_stage=2, offload_optimizer="cpu")
-DEMO_SFT_PEFT = PeftConfig(method="lora", r=8, alpha=16, dropout=0.05)
+# SFT of the ~4M-parameter demo model is a full fine-tune, 4x the pre-training steps: measured on the
+# demo's held-out tasks, LoRA (r=8, 100 steps) left every exact-match score at 0 while a full
+# fine-tune reaches ~0.6 on "next number" after 400 steps. `peft=lora` (or dora) still selects LoRA.
+DEMO_SFT_STEPS_FACTOR = 4
+DEMO_SFT_MIN_LR = 1e-3
 
 
 def _print_loss_curve(result, rows: int = 8) -> None:
@@ -43,15 +47,17 @@ def pretrain_config(cfg: RayloomConfig) -> RayloomConfig:
 
 
 def sft_config(cfg: RayloomConfig, base_model: str | None) -> RayloomConfig:
-    """LoRA SFT (assistant-only loss) of `base_model` (the pre-trained export) or cfg.model."""
+    """SFT (assistant-only loss) of `base_model` (the pre-trained export) or cfg.model: a full
+    fine-tune unless cfg.peft picks a method."""
     model = cfg.model
     if base_model is not None:
         model = dataclasses.replace(cfg.model, name=f"{cfg.model.name}-pretrained", preset=None, path=str(base_model))
-    peft = cfg.peft if cfg.peft.method != "none" else DEMO_SFT_PEFT
-    train = dataclasses.replace(cfg.train, run_name="demo-sft", on_existing="overwrite", export=True, export_dir="",
-                                lr=max(cfg.train.lr, 2e-3))
-    return dataclasses.replace(cfg, model=model, peft=peft, train=train,
-                               objective=dataclasses.replace(cfg.objective, name="sft"))
+    t = cfg.train
+    train = dataclasses.replace(t, run_name="demo-sft", on_existing="overwrite", export=True, export_dir="",
+                                lr=max(t.lr, DEMO_SFT_MIN_LR), max_steps=t.max_steps * DEMO_SFT_STEPS_FACTOR,
+                                checkpoint_every=t.checkpoint_every * DEMO_SFT_STEPS_FACTOR,
+                                eval_every=t.eval_every * DEMO_SFT_STEPS_FACTOR)
+    return dataclasses.replace(cfg, model=model, train=train, objective=dataclasses.replace(cfg.objective, name="sft"))
 
 
 def stage_pretrain(cfg: RayloomConfig, state) -> None:
@@ -83,12 +89,13 @@ def stage_sft(cfg: RayloomConfig, state) -> None:
         print("  skipped: no SFT shards (the data stage did not produce state.sft_data)")
         return
     run_cfg = sft_config(cfg, state.pretrained_dir)
-    print(f"  {run_cfg.peft.method} SFT (r={run_cfg.peft.r}, assistant-only loss) of "
+    method = "full fine-tune" if run_cfg.peft.method == "none" else f"{run_cfg.peft.method} (r={run_cfg.peft.r})"
+    print(f"  SFT, {method}, assistant-only loss, of "
           f"{state.pretrained_dir or run_cfg.model.name} on {state.sft_data}, {run_cfg.train.max_steps} steps",
           flush=True)
     result = train(run_cfg, data_output=state.sft_data)
     _print_loss_curve(result)
-    print(f"  adapter {result.adapter_dir}\n  merged model {result.model_dir}")
+    print((f"  adapter {result.adapter_dir}\n  merged model" if result.adapter_dir else "  model") + f" {result.model_dir}")
     state.sft_dir = result.model_dir
     state.adapter_dir = result.adapter_dir
     state.final_model_dir = result.model_dir

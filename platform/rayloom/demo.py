@@ -59,7 +59,7 @@ STAGES: dict[str, str] = {
     "data": "rayloom.data.demo_stage:stage_data",
     "train": "rayloom.train.demo_stage:stage_pretrain",
     "sft": "rayloom.train.demo_stage:stage_sft",
-    "align": "rayloom.train.demo_stage:stage_align",
+    "align": "rayloom.align.demo_stage:stage_align",
     "tune": "rayloom.tune.demo_stage:stage_tune",
     "eval": "rayloom.eval.demo_stage:stage_eval",
     "serve": "rayloom.serve.demo_stage:stage_serve",
@@ -67,7 +67,6 @@ STAGES: dict[str, str] = {
 
 # stage -> what is missing; a line is deleted when its capability lands.
 STAGES_NOT_BUILT: dict[str, str] = {
-    "align": "preference alignment (issue #7)",
     "tune": "hyperparameter sweeps (issue #8)",
 }
 

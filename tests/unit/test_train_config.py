@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rayloom.config import compose
-from rayloom.errors import NotBuiltError, UserError
+from rayloom.errors import UserError
 from rayloom.train.driver import check_config
 from rayloom.train.ds_config import build_batch_geometry, build_deepspeed_config
 
@@ -122,11 +122,6 @@ def test_new_keys_fail_at_compose_time(overrides, key):
 def test_cross_group_mistakes_fail_before_anything_starts(overrides, needle):
     with pytest.raises(UserError, match=needle):
         check_config(compose("train", overrides))
-
-
-def test_objectives_still_to_come_say_so():
-    with pytest.raises(NotBuiltError, match="preference alignment"):
-        check_config(compose("train", ["objective=dpo"]))
 
 
 def test_experiment_presets_compose_for_training():

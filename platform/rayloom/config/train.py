@@ -99,24 +99,60 @@ class PeftConfig:
 
 # Objectives the trainer knows; each name maps to a loss in rayloom.train.objectives.OBJECTIVES.
 OBJECTIVE_NAMES = ("clm", "sft", "dpo", "ipo", "orpo", "safety_sft")
+# Preference objectives: they train on preference shards (chosen/rejected pairs).
+PREFERENCE_OBJECTIVES = ("dpo", "ipo", "orpo")
+# objective.loss_type values per objective ("" picks the first).
+LOSS_TYPES = {"dpo": ("sigmoid", "hinge", "robust"), "ipo": ("ipo",), "orpo": ("orpo",)}
+# Where the reference policy of dpo/ipo comes from.
+REFERENCE_MODES = ("auto", "copy")
 
 
 @dataclass
 class ObjectiveConfig:
     # clm: causal-LM pre-training on packed shards; sft: the same loss on chat shards whose
-    # labels already mask everything but assistant turns.
+    # labels already mask everything but assistant turns; dpo/ipo: preference tuning against a
+    # reference policy; orpo: reference-free preference tuning (SFT loss + odds-ratio term);
+    # safety_sft: sft with the shipped safety seed set mixed into every batch.
     name: str = "clm"
-    # Preference objectives (dpo/ipo/orpo): temperature of the implicit reward.
+    # dpo/ipo: strength of the KL regularisation (the implicit reward is beta * log-ratio to the
+    # reference); orpo: weight of the odds-ratio term (ORPO's lambda).
     beta: float = 0.1
+    # dpo: probability that a pair's preference label is flipped (conservative DPO for
+    # "sigmoid", the unbiased "robust" estimator); must stay below 0.5.
     label_smoothing: float = 0.0
-    # safety_sft: fraction of each batch drawn from the shipped safety seed set.
+    # dpo: "sigmoid" (the DPO paper), "hinge" (SLiC) or "robust" (rDPO); "" -> the objective's own.
+    loss_type: str = ""
+    # dpo/ipo: "auto" -> with a peft adapter the reference is the base with the adapter disabled (no
+    # second copy in memory), without one a frozen copy of the starting model; "copy" -> always a
+    # frozen copy (run through DeepSpeed, so ZeRO-3 partitions it as well).
+    reference: str = "auto"
+    # safety_sft: fraction of the training rows drawn from the shipped safety seed set.
     safety_ratio: float = 0.2
+    # safety_sft: the seed set's SFT records (JSONL of {"messages": [...]}); "" -> the shipped
+    # conf/safety/safety_sft.jsonl.
+    safety_data: str = ""
 
     def __post_init__(self) -> None:
         one_of(self.name, OBJECTIVE_NAMES, "objective.name")
         positive(self.beta, "objective.beta")
         fraction(self.label_smoothing, "objective.label_smoothing", inclusive_high=False)
-        fraction(self.safety_ratio, "objective.safety_ratio")
+        require(self.label_smoothing < 0.5, "objective.label_smoothing",
+                "must be below 0.5 (0.5 means the labels carry no preference)", self.label_smoothing)
+        # Checked only for the objective that reads them, so dataclasses.replace(objective, name=...)
+        # to another objective (as the demo stages do) keeps working.
+        if self.name in LOSS_TYPES and self.loss_type:
+            one_of(self.loss_type, LOSS_TYPES[self.name], "objective.loss_type")
+        require(self.label_smoothing == 0.0 or self.name not in LOSS_TYPES
+                or (self.name == "dpo" and self.resolved_loss_type in ("sigmoid", "robust")),
+                "objective.label_smoothing", "label smoothing applies to dpo with loss_type sigmoid or robust",
+                self.label_smoothing)
+        one_of(self.reference, REFERENCE_MODES, "objective.reference")
+        fraction(self.safety_ratio, "objective.safety_ratio", inclusive_high=False)
+
+    @property
+    def resolved_loss_type(self) -> str:
+        """loss_type, or the objective's own default when it is empty."""
+        return self.loss_type or LOSS_TYPES.get(self.name, ("",))[0]
 
 
 @dataclass

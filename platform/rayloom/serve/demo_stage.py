@@ -31,7 +31,11 @@ def stage_serve(cfg: RayloomConfig, state) -> None:
     auth = AuthSettings(require_api_key=True, api_key_env=serve.api_key_env, api_key_file=serve.api_key_file,
                         key_digests=(key_digest(key),) + tuple(key_digest(k) for k in keys[1:]))
     endpoint = deploy(cfg, auth=auth)
-    question = "What is 2 + 3?"
+    # A held-out demo task (never in the SFT or preference data), so the reply shows what was learned.
+    from rayloom.data.demo_corpus import demo_eval_examples, is_correct
+
+    example = next(e for e in demo_eval_examples(cfg.data.num_demo_eval, cfg.data.seed) if e["task"] == "next")
+    question = example["prompt"]
     client = openai_client(endpoint.base_url, key)
     start = time.perf_counter()
     response = client.chat.completions.create(
@@ -40,7 +44,12 @@ def stage_serve(cfg: RayloomConfig, state) -> None:
     reply = response.choices[0].message.content or ""
     print(f"  endpoint: {endpoint.base_url}  (model {endpoint.model_id}, Ray Serve + vLLM, API key "
           f"{'$' + serve.api_key_env if keys else 'generated for this run'})")
-    print(f"  chat: {question!r} -> {reply!r}  ({response.usage.completion_tokens} tokens, {latency:.2f}s)")
+    verdict = "correct" if is_correct(example["answer"], reply) else f"expected {example['answer']!r}"
+    print(f"  chat: {question!r} -> {reply!r} ({verdict}; {response.usage.completion_tokens} tokens, "
+          f"{latency:.2f}s)")
+    from rayloom.lineage import describe, read_lineage
+
+    print("  lineage: " + "\n        <- ".join(describe(read_lineage(model_dir))))
     print(f"  keep it up after the demo: rayloom serve serve.model_path={model_dir}")
     state.endpoint_url = endpoint.base_url
     state.summary["serve"] = {"endpoint_url": endpoint.base_url, "model_id": endpoint.model_id, "reply": reply,

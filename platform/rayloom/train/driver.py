@@ -100,15 +100,17 @@ def export_dir(cfg: RayloomConfig, run_name: str) -> str:
 # --- data ---
 
 def open_training_data(cfg: RayloomConfig, datasets: dict | None, data_output: str | None,
-                       columns: tuple[str, ...]) -> tuple[dict, int, int]:
-    """({split: Dataset} with only the objective's columns, seq_len, train rows)."""
+                       columns: tuple[str, ...], kind: str = "lm") -> tuple[dict, int, int]:
+    """({split: Dataset} with only the objective's columns, seq_len, train rows); `kind` is the
+    shard kind the objective trains on ("lm" or "preference", rayloom.data.schema)."""
     if datasets is None:
         from rayloom.data.streaming import open_shards, read_manifest
 
         output = data_output or default_data_output(cfg)
         manifest = read_manifest(output)
-        if manifest.get("kind", "lm") != "lm":
-            raise UserError(f"objective.name={cfg.objective.name!r} trains on language-model shards (kind 'lm'); the "
+        if manifest.get("kind", "lm") != kind:
+            what = "preference shards (chosen/rejected pairs)" if kind == "preference" else "language-model shards"
+            raise UserError(f"objective.name={cfg.objective.name!r} trains on {what} (kind {kind!r}); the "
                             f"shards at {output!r} are of kind {manifest.get('kind')!r}")
         datasets = open_shards(output)
         seq_len = int(manifest["seq_len"])
@@ -163,9 +165,10 @@ def _make_callback(metrics_queue):
 class _Monitor(threading.Thread):
     """Driver-side consumer: progress bar, trackers, history."""
 
-    def __init__(self, metrics_queue, cfg: RayloomConfig, trackers: list, run_name: str):
+    def __init__(self, metrics_queue, cfg: RayloomConfig, trackers: list, run_name: str, on_report=None):
         super().__init__(daemon=True, name="rayloom-train-monitor")
         self.q, self.cfg, self.trackers = metrics_queue, cfg, trackers
+        self.on_report = on_report
         self.history: list[dict] = []
         self.failures: list[str] = []
         self.started = time.perf_counter()
@@ -179,12 +182,12 @@ class _Monitor(threading.Thread):
     def run(self) -> None:
         while not (self.stop_event.is_set() and self.q.empty()):
             try:
-                kind, payload, _ = self.q.get(timeout=0.2)
+                kind, payload, checkpoint = self.q.get(timeout=0.2)
             except (queue_module.Empty, Exception):  # ray.util.queue.Empty subclasses queue.Empty
                 continue
-            self.handle(kind, payload)
+            self.handle(kind, payload, checkpoint)
 
-    def handle(self, kind: str, payload) -> None:
+    def handle(self, kind: str, payload, checkpoint: str | None = None) -> None:
         if kind == "failure":
             self.failures.append(payload)
             self.bar.write(f"worker failure: {payload}; Ray Train restarts the workers from the newest complete "
@@ -203,6 +206,9 @@ class _Monitor(threading.Thread):
                     tracker.log(metrics, step)
                 except Exception as exc:  # a tracker outage must not stop training
                     log.warning("tracker %s failed to log: %s", type(tracker).__name__, exc)
+        if self.on_report is not None:
+            # rayloom.tune forwards each report (its steps, and the checkpoint it carried) to Ray Tune.
+            self.on_report(self.history[-len(steps):], checkpoint)
         metrics = self.history[-1]
         self.bar.n = int(metrics["step"])
         postfix = {"loss": f"{metrics['loss']:.4f}", "lr": f"{metrics['lr']:.2e}",
@@ -277,10 +283,14 @@ def _user_error_in(exc: BaseException) -> BaseException | None:
 
 
 def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | None = None,
-          run_name: str | None = None) -> TrainResult:
+          run_name: str | None = None, on_report=None) -> TrainResult:
     """Train with `cfg` on `datasets` ({split: ray.data.Dataset}) or on the shards at `data_output`
     (default: data.output, else <storage.root>/data/<data.name>). Needs a running Ray (see
-    rayloom.runtime.ray_session). Returns where the checkpoint and exported model are."""
+    rayloom.runtime.ray_session). Returns where the checkpoint and exported model are.
+
+    `on_report(steps, checkpoint_uri)`, when given, is called in this process (from the monitor
+    thread) for every report rank 0 makes: its list of step metrics, oldest first, and the URI of
+    the checkpoint it carried (None without one). rayloom.tune uses it to feed Ray Tune."""
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
@@ -295,7 +305,9 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     check_config(cfg)
     name = cfg.train.run_name
     objective = build_objective(cfg)
-    data, seq_len, rows = open_training_data(cfg, datasets, data_output, objective.columns)
+    data, seq_len, rows = open_training_data(cfg, datasets, data_output, objective.columns, objective.data_kind)
+    if objective.prepare_data is not None:  # e.g. safety_sft mixes its seed set into the train split
+        data = objective.prepare_data(data, cfg, seq_len)  # only adds rows: `rows` stays a lower bound
     if seq_len != cfg.data.seq_len:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seq_len=seq_len))
     from rayloom.train.ds_config import build_batch_geometry
@@ -310,9 +322,11 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     stride = cfg.deepspeed.tensor_parallel_size > 1
     job = TrainJob(cfg=cfg, run_dir=directory, data_mode="stride" if stride else "split",
                    has_validation="validation" in data)
-    metrics_queue = Queue()
+    # No CPU: inside a Ray Tune trial this actor lands in the trial's placement group, whose
+    # bundle has no whole CPU to spare for an actor's default creation request.
+    metrics_queue = Queue(actor_options={"num_cpus": 0})
     trackers = build_trackers(cfg, name)
-    monitor = _Monitor(metrics_queue, cfg, trackers, name)
+    monitor = _Monitor(metrics_queue, cfg, trackers, name, on_report)
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
@@ -373,7 +387,21 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
         from rayloom.train.export import export_checkpoint
 
         result.model_dir = export_checkpoint(checkpoint, export_dir(cfg, name), base_model_dir=resolve_model_dir(cfg.model))
+        write_model_lineage(cfg, result, None if datasets is not None else (data_output or default_data_output(cfg)))
     return result
+
+
+def write_model_lineage(cfg: RayloomConfig, result: TrainResult, data_output: str | None) -> None:
+    """rayloom_lineage.json beside the export: this run, its data's hashes, its base model's record."""
+    from rayloom import lineage
+
+    data = lineage.data_record(data_output) if data_output else {"source": "ray.data datasets passed to train()"}
+    record = lineage.new_record(
+        "train", run=result.run_name, parent=lineage.base_record(cfg.model), data=data,
+        objective=cfg.objective.name, peft=cfg.peft.method if cfg.peft.method != "none" else None,
+        steps=result.step, zero_stage=cfg.deepspeed.zero_stage, checkpoint=result.checkpoint,
+        config_hash=lineage.config_hash(cfg), final_loss=result.metrics.get("loss"))
+    lineage.write_lineage(result.model_dir, record)
 
 
 def run_train_job(cfg: RayloomConfig) -> TrainResult:

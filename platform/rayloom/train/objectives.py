@@ -6,8 +6,8 @@ batch is cut into micro-batches or workers. An objective therefore gives two thi
 micro-batch: the number of targets, and the loss summed over them.
 
 `OBJECTIVES` maps `objective.name` to a builder "module:function(cfg: RayloomConfig) -> Objective";
-names listed in `NOT_BUILT` are valid config values whose objective comes later (preference
-alignment adds its own entries here).
+names listed in `NOT_BUILT` are valid config values whose objective comes later. The preference
+objectives (dpo/ipo/orpo) and safety_sft live in rayloom.align.
 """
 
 from __future__ import annotations
@@ -32,6 +32,17 @@ class Objective:
     loss_sum: Callable[[Any, dict], Any]
     # batch -> number of real (non-padding) tokens, for throughput
     count_tokens: Callable[[dict], Any]
+    # Shard kind the objective trains on (rayloom.data.schema: "lm" or "preference").
+    data_kind: str = "lm"
+    # Driver side: ({split: Dataset}, cfg, seq_len) -> {split: Dataset}, to change what the workers
+    # read (safety_sft mixes its seed set in); None -> the shards as they are.
+    prepare_data: Callable[[dict, RayloomConfig, int], dict] | None = None
+    # Worker side, once after deepspeed.initialize: (engine, deepspeed config dict) -> None, for
+    # objectives that need more than the trained model (a frozen reference policy).
+    attach: Callable[[Any, dict], None] | None = None
+    # Worker side, a collective every rank calls at each logged step: the objective's own metrics
+    # since the previous call (train and "val_" ones), already reduced over ranks.
+    report_metrics: Callable[[], dict] | None = None
 
 
 def _lm_count_targets(batch: dict):
@@ -79,15 +90,14 @@ def causal_lm(cfg: RayloomConfig) -> Objective:
 OBJECTIVES: dict[str, str] = {
     "clm": "rayloom.train.objectives:causal_lm",
     "sft": "rayloom.train.objectives:causal_lm",
+    "dpo": "rayloom.align.preference:preference_objective",
+    "ipo": "rayloom.align.preference:preference_objective",
+    "orpo": "rayloom.align.preference:preference_objective",
+    "safety_sft": "rayloom.align.safety_mix:safety_sft_objective",
 }
 
 # objective -> what is missing; valid config values whose training objective is still to come.
-NOT_BUILT: dict[str, str] = {
-    "dpo": "preference alignment (issue #7)",
-    "ipo": "preference alignment (issue #7)",
-    "orpo": "preference alignment (issue #7)",
-    "safety_sft": "safety tuning (issue #7)",
-}
+NOT_BUILT: dict[str, str] = {}
 
 
 def check_objective_built(name: str) -> None:

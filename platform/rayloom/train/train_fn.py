@@ -84,6 +84,8 @@ def train_fn(config: dict) -> None:
         config=ds_config,
         lr_scheduler=lambda optimizer: _build_lr_scheduler(optimizer, train),
     )
+    if objective.attach is not None:  # e.g. the frozen reference policy of DPO
+        objective.attach(engine, ds_config)
     marks["deepspeed"] = time.perf_counter() - fn_started
     # Parameters this rank holds after ZeRO-3 partitioning / AutoTP sharding (the full count otherwise).
     params_local = sum((p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel())
@@ -205,6 +207,8 @@ def train_fn(config: dict) -> None:
                     val_batches = _validation_batches(val_shard, geometry.micro_batch_size,
                                                       geometry.data_parallel_size, dp_rank, train.eval_batches)
                 metrics["val_loss"] = _evaluate(engine, val_batches, objective, tp, device)
+            if objective.report_metrics is not None:  # a collective: every rank reaches this line
+                metrics.update(objective.report_metrics())
             recorded.append(metrics)
             window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0.0, 0, 0
             window_data_s = 0.0

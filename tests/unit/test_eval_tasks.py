@@ -17,7 +17,8 @@ from rayloom.eval.tasks import load_examples, load_task_registry, parse_task
 
 def test_every_shipped_task_loads_and_renders():
     registry = load_task_registry()
-    assert {"demo_add", "demo_arith", "python_mc", "heldout_text", "safety_refusal", "bias_likelihood"} <= set(
+    assert {"demo_add", "demo_arith", "python_mc", "heldout_text", "safety_refusal", "safety_heldout",
+            "bias_likelihood"} <= set(
         registry.names())
     cfg = EvalConfig(tasks=registry.names(), max_examples=5)
     plans = build_plans(cfg, registry)

@@ -145,6 +145,9 @@ def test_preference_pairs_keep_chosen_and_rejected(tmp_path, ray_local, tiny_mod
     result = run_data_job(cfg)
     assert result.manifest["kind"] == "preference"
     assert result.manifest["counts"]["bad"] == 2 and result.manifest["drops"]["schema"] == 2
+    quarantined = {json.loads(line)["row"]: json.loads(line) for line in storage.read_text(result.quarantine).splitlines()}
+    assert sorted(quarantined) == [31, 32] and {q["reason"] for q in quarantined.values()} == {"schema"}
+    assert "identical" in quarantined[31]["detail"] and "'rejected'" in quarantined[32]["detail"]
     tok = load_tokenizer(tiny_model_dir)
     rows = _rows(result.output, "train") + _rows(result.output, "validation")
     assert len(rows) == 31

@@ -101,9 +101,12 @@ class DataConfig:
     max_bad_fraction: float = 0.1
     filters: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    # Records per call into the fast tokenizer (its Rust backend batches them on its own threads).
     tokenize_batch_size: int = 256
+    # Actors of the select -> tokenize -> pack -> write stage (at most one per input block/file).
     num_tokenize_actors: int = 2
-    # Target rows per Parquet shard (shards are hash groups of documents, so sizes vary a little).
+    # Rows per Parquet shard: each input file's rows are packed together, then cut into shards of
+    # this many rows (the last shard of a file is smaller).
     rows_per_shard: int = 4096
     # false -> `rayloom data` validates, quarantines and deduplicates, but tokenization and packing
     # run while training reads (open_shards streams straight from the raw sources).

@@ -76,18 +76,28 @@ def pack_lm(input_ids: list[np.ndarray], loss_masks: list[np.ndarray], seq_len: 
     labels_out = np.full((num_rows, seq_len), IGNORE_INDEX, dtype=np.int32)
     pos_out = np.zeros((num_rows, seq_len), dtype=np.int32)
     mask_out = np.zeros((num_rows, seq_len), dtype=np.int8)
+    # Scatter every document at once (no per-document numpy calls): documents in output order,
+    # each at its row's start plus the lengths of the documents before it in that row.
+    placed = [doc for row_idx in order for doc in rows[row_idx]]
     real = 0
-    for out_row, row_idx in enumerate(order):
-        cursor = 0
-        for doc in rows[row_idx]:
-            ids = input_ids[doc]
-            n = len(ids)
-            ids_out[out_row, cursor:cursor + n] = ids
-            labels_out[out_row, cursor:cursor + n] = _labels(ids, loss_masks[doc])
-            pos_out[out_row, cursor:cursor + n] = np.arange(n, dtype=np.int32)
-            mask_out[out_row, cursor:cursor + n] = 1
-            cursor += n
-        real += cursor
+    if placed:
+        lengths = np.fromiter((len(input_ids[d]) for d in placed), dtype=np.int64, count=len(placed))
+        per_row = np.fromiter((len(rows[r]) for r in order), dtype=np.int64, count=num_rows)
+        row_of_doc = np.repeat(np.arange(num_rows, dtype=np.int64), per_row)
+        doc_start = np.cumsum(lengths) - lengths                      # in the concatenation
+        row_first_doc = np.cumsum(per_row) - per_row
+        offset_in_row = doc_start - doc_start[row_first_doc][row_of_doc]
+        total = int(lengths.sum())
+        pos = np.arange(total, dtype=np.int64) - np.repeat(doc_start, lengths)
+        dest = np.repeat(row_of_doc * seq_len + offset_in_row, lengths) + pos
+        ids = np.concatenate([input_ids[d] for d in placed]).astype(np.int32, copy=False)
+        trained = np.concatenate([loss_masks[d] for d in placed]).astype(bool)
+        trained[doc_start] = False  # a document's first token never predicts across a boundary
+        ids_out.ravel()[dest] = ids
+        labels_out.ravel()[dest] = np.where(trained, ids, IGNORE_INDEX)
+        pos_out.ravel()[dest] = pos
+        mask_out.ravel()[dest] = 1
+        real = total
     columns = [
         _fixed_lists(ids_out.ravel(), num_rows, seq_len, pa.int32()),
         _fixed_lists(labels_out.ravel(), num_rows, seq_len, pa.int32()),

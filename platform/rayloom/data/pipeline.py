@@ -6,13 +6,13 @@ Stages, in order (Ray Data does the per-record work; the driver only sees small 
    MinHash signatures are computed here, in parallel.              -> materialised
 2. dedup (driver, DuplicateFinder): one ordered pass over the keys finds exact and near
    duplicates across the whole dataset; counts; quarantine file; max_bad_fraction check.
-3. select + tokenize (SelectRecords -> TokenizeRecords actor pool): source weights, split,
-   shuffle order, token ids and loss labels.                       -> materialised
-4. pack + write (AssignGroups -> groupby -> PackGroup): one Parquet shard per hash group.
-5. manifest + publish with the commit marker last.
+3. select -> tokenize -> pack -> write, one actor-pool stage over the read blocks
+   (shards.TokenizePackShards): source weights, split, shuffle, token ids + loss masks, packed
+   rows, Parquet shards of data.rows_per_shard rows.
+4. manifest + publish with the commit marker last.
 
 With data.materialize=false the job stops after step 2 and records what the streaming reader
-(rayloom.data.stream) needs to redo steps 3-4 while training reads.
+(rayloom.data.stream) needs to run step 3 while training reads.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -170,8 +169,8 @@ def build_dataset(data: DataConfig, model: ModelConfig, output: str) -> DataResu
         if not data.materialize:
             manifest = stream_manifest(base_manifest, counts, drops, data, model, scan, forced, destination)
         else:
-            manifest = write_shards(records, data, model, kind, base_manifest, counts, drops, scan, kept_ids,
-                                    copies, forced, destination, summary, tokenizer)
+            manifest = write_shards(records, data, model, kind, base_manifest, counts, drops, scan, forced,
+                                    destination, summary, tokenizer)
         destination.write_json("manifest.json", manifest)
         with summary.stage("publish"):
             published = destination.publish()
@@ -209,7 +208,6 @@ class Scan:
     per_source: dict[int, Counter] = field(default_factory=dict)
     bad_rows: list[dict] = field(default_factory=list)
     kept_ids: list[int] = field(default_factory=list)
-    kept_chars: list[int] = field(default_factory=list)
     dropped_ids: list[int] = field(default_factory=list)
     dedup_seconds: float = 0.0
 
@@ -222,7 +220,7 @@ def scan_records(records, sources: list[SourceFiles], data: DataConfig) -> Scan:
     scan = Scan(per_source={s.index: Counter() for s in sources})
     finder = DuplicateFinder(data.dedup)
     total = records.count()
-    columns = ["doc_id", "status", "reason", "detail", "raw", "exact", "signature", "num_chars"]
+    columns = ["doc_id", "status", "reason", "detail", "raw", "exact", "signature"]
     dedup_time = 0.0
     with tqdm(total=total, desc="dedup", unit="rec", disable=not data.progress_bars, leave=False) as bar:
         for batch in records.select_columns(columns).iter_batches(batch_format="pyarrow", batch_size=4096):
@@ -248,7 +246,6 @@ def scan_records(records, sources: list[SourceFiles], data: DataConfig) -> Scan:
                     scan.dropped_ids.append(doc_id)
                 else:
                     scan.kept_ids.append(doc_id)
-                    scan.kept_chars.append(cols["num_chars"][i])
                     source["kept"] += 1
             dedup_time += time.perf_counter() - start
             bar.update(batch.num_rows)
@@ -314,72 +311,44 @@ def source_entries(sources: list[SourceFiles], scan: Scan, kept_ids: np.ndarray,
     } for s in sources]
 
 
-# -- stages 3-4: select, tokenize, pack, write --------------------------------------------------------------
-def select_and_tokenize(records, data: DataConfig, model: ModelConfig, kind: str, weights: list[float],
-                        dropped: np.ndarray, forced: np.ndarray, only_split: str | None = None):
-    """Lazy Dataset of tokenized record copies (tokenization.KEY_COLUMNS + token lists)."""
+# -- stages 3-4: select, tokenize, pack, write (one actor stage) -------------------------------------------
+def tokenize_and_pack(records, data: DataConfig, model: ModelConfig, kind: str, weights: list[float],
+                      dropped: np.ndarray, forced: np.ndarray, pad_id: int, *, num_blocks: int,
+                      stage: str | None = None, only_split: str | None = None):
+    """Lazy Dataset: shard summaries (`stage` set) or packed rows of `only_split` (streaming).
+
+    One map_batches stage over whole blocks on an actor pool (shards.TokenizePackShards); no more
+    actors than blocks, since each costs a process start and a tokenizer load.
+    """
     import ray
     import ray.data
 
     from rayloom.data.selection import SelectRecords
-    from rayloom.data.tokenization import TokenizeRecords
+    from rayloom.data.shards import TokenizePackShards
 
     select = SelectRecords(weights, data.seed, data.val_fraction, ray.put(dropped), ray.put(forced), only_split)
-    return records.map_batches(select, batch_format="pyarrow", batch_size=None).map_batches(
-        TokenizeRecords, fn_constructor_kwargs={"model": model, "seq_len": data.seq_len, "kind": kind},
-        batch_size=data.tokenize_batch_size, compute=ray.data.ActorPoolStrategy(size=data.num_tokenize_actors),
-        batch_format="pyarrow",
+    return records.map_batches(
+        TokenizePackShards,
+        fn_constructor_kwargs={"data": data, "model": model, "kind": kind, "pad_id": pad_id, "select": select,
+                               "stage": stage},
+        batch_size=None, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(data.num_tokenize_actors, num_blocks))),
     )
 
 
-def estimate_groups(records, scan: Scan, data: DataConfig, kind: str, kept_ids: np.ndarray, copies: np.ndarray,
-                    forced: np.ndarray, tokenizer) -> dict[str, int]:
-    """Shard groups per split, sized for ~data.rows_per_shard rows.
-
-    Decided before tokenizing (so tokenize -> pack -> write runs as one streaming pass) from the
-    characters of the kept records and the tokenizer's characters per token on a sample.
-    """
-    from rayloom.data.plan import is_validation
-    from rayloom.data.records import payload_text
-
-    sample = [json.loads(r["payload"]) for r in records.limit(512).select_columns(["status", "payload"]).take_all()
-              if r["status"] == "ok"]
-    texts = [payload_text(p) for p in sample] or ["x"]
-    chars_per_token = sum(map(len, texts)) / max(1, sum(len(ids) for ids in tokenizer(texts)["input_ids"]))
-    val = is_validation(kept_ids, data.val_fraction, data.seed, forced)
-    chars = np.asarray(scan.kept_chars, dtype=np.float64) * copies
-    groups = {}
-    for split, mine in (("train", ~val), ("validation", val)):
-        tokens = float(chars[mine].sum()) / chars_per_token
-        records_in_split = int(copies[mine].sum())
-        if kind == "lm" and data.packing:
-            rows = tokens / data.seq_len
-        elif kind == "lm":
-            rows = records_in_split + tokens / data.seq_len
-        else:
-            rows = records_in_split
-        groups[split] = max(1, math.ceil(rows / data.rows_per_shard))
-    return groups
-
-
 def write_shards(records, data: DataConfig, model: ModelConfig, kind: str, base: dict, counts: dict, drops: dict,
-                 scan: Scan, kept_ids: np.ndarray, copies: np.ndarray, forced: np.ndarray, destination,
-                 summary: JobSummary, tokenizer) -> dict:
-    from rayloom.data.shards import AssignGroups, PackGroup, pack_group
+                 scan: Scan, forced: np.ndarray, destination, summary: JobSummary, tokenizer) -> dict:
+    from rayloom.data.plan import mix
     from rayloom.data.tokenization import pad_id_of
 
     weights = [s["weight"] for s in base["sources"]]
-    num_groups = estimate_groups(records, scan, data, kind, kept_ids, copies, forced, tokenizer)
-    log.info("data %s: tokenizing %d record(s) with %d actor(s), packing into ~%d shard(s)", data.name,
-             counts["sampled"], data.num_tokenize_actors, sum(num_groups.values()))
+    num_blocks = records.num_blocks()
+    log.info("data %s: tokenizing and packing %d record(s) in %d block(s) with %d actor(s)", data.name,
+             counts["sampled"], num_blocks, min(data.num_tokenize_actors, num_blocks))
     with summary.stage("tokenize + pack + write") as row:
-        pack = PackGroup(kind, data.seq_len, data.packing, pad_id_of(tokenizer), data.seed, destination.stage)
-        tokenized = select_and_tokenize(records, data, model, kind, weights,
-                                        np.asarray(scan.dropped_ids, dtype=np.int64), forced)
-        written = (tokenized.map_batches(AssignGroups(num_groups, data.seed), batch_format="pyarrow", batch_size=None)
-                   .groupby(["split", "group"], num_partitions=max(1, min(sum(num_groups.values()), 64)))
-                   .map_groups(pack_group, fn_kwargs={"pack": pack}, batch_format="pyarrow")
-                   .take_all())
+        written = tokenize_and_pack(records, data, model, kind, weights, np.asarray(scan.dropped_ids, dtype=np.int64),
+                                    forced, pad_id_of(tokenizer), num_blocks=num_blocks,
+                                    stage=destination.stage).take_all()
         tokenize_drops: Counter = Counter()
         for w in written:
             tokenize_drops.update(json.loads(w["drops"]))
@@ -393,9 +362,12 @@ def write_shards(records, data: DataConfig, model: ModelConfig, kind: str, base:
     splits = {}
     for split in SPLITS:
         mine = [w for w in written if w["split"] == split]
+        names = [w["file"] for w in files if w["split"] == split]
+        # Readers go through the files in this order: a seeded shuffle, so sources interleave.
+        order = np.argsort(mix(np.arange(len(names)), data.seed, 0x3F), kind="stable")
         splits[split] = {"rows": sum(w["rows"] for w in mine), "tokens": sum(w["real_tokens"] for w in mine),
                          "slots": sum(w["slots"] for w in mine), "documents": sum(w["documents"] for w in mine),
-                         "files": [w["file"] for w in files if w["split"] == split]}
+                         "files": [names[i] for i in order]}
     real = sum(s["tokens"] for s in splits.values())
     slots = sum(s["slots"] for s in splits.values())
     content = hashlib.sha256("".join(f"{w['file']}\0{w['sha256']}\n" for w in files).encode()).hexdigest()
@@ -403,12 +375,6 @@ def write_shards(records, data: DataConfig, model: ModelConfig, kind: str, base:
             "tokens": {"real": real, "slots": slots, "packing_efficiency": round(real / slots, 6) if slots else 0.0,
                        "truncated_records": sum(w["truncated"] for w in written)},
             "content_hash": content}
-
-
-def _only_ok(batch):
-    import pyarrow.compute as pc
-
-    return batch.filter(pc.equal(batch.column("status"), "ok"))
 
 
 # -- materialize=false: what the streaming reader needs -----------------------------------------------------

@@ -16,7 +16,7 @@ MAX_FILES_PER_SOURCE = 1 << _FILE_BITS
 MAX_ROWS_PER_FILE = 1 << _ROW_BITS
 
 # Salts keep the decisions independent of each other.
-_SALT_SAMPLE, _SALT_SPLIT, _SALT_ORDER, _SALT_GROUP = 0x51, 0x5B, 0x0D, 0x6F
+_SALT_SAMPLE, _SALT_SPLIT, _SALT_ORDER = 0x51, 0x5B, 0x0D
 
 
 def record_id(source_idx: int, file_idx: int, row_idx: int) -> int:
@@ -73,7 +73,3 @@ def order_key(ids: np.ndarray, copies: np.ndarray, seed: int) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     return mix(mix(ids, seed, _SALT_ORDER).astype(np.int64) ^ np.asarray(copies, dtype=np.int64), seed, _SALT_ORDER)
 
-
-def group_of(order: np.ndarray, num_groups: int, seed: int) -> np.ndarray:
-    """Shard group of each record copy; a group is packed and written as one Parquet file."""
-    return (mix(np.asarray(order).astype(np.int64), seed, _SALT_GROUP) % np.uint64(num_groups)).astype(np.int64)

@@ -1,4 +1,4 @@
-"""Inside Ray Data tasks: keep the records that survived, apply source weights, assign splits.
+"""Inside the tokenize/pack actors: keep the records that survived, apply source weights, assign splits.
 
 Shared by the materialising job and the streaming path, so both see the same records.
 """

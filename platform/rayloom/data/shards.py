@@ -1,8 +1,15 @@
-"""Inside Ray Data tasks: group tokenized documents, pack them into rows, write Parquet shards.
+"""Inside Ray Data actors: select, tokenize, pack and write one block of records at a time.
 
-Each (split, group) is packed and written by one task as `<split>/part-<group>.parquet`; group
-membership is a hash of the record copy (plan.group_of), so shard contents do not depend on
-Ray's block layout and a rerun writes byte-identical files.
+TokenizePackShards is the job's one heavy stage (an actor pool, data.num_tokenize_actors): per
+input block - the records of one source file, as the read stage left them - it applies source
+weights and the split (SelectRecords), shuffles the record copies (plan.order_key), tokenizes
+them (RecordTokenizer), packs each split's pieces into rows and writes them as Parquet shards of
+data.rows_per_shard rows. Tokens never travel through the object store and there is no
+all-to-all shuffle (an earlier design tokenized in one stage, then grouped the tokens by a hash
+for packing: more than twice as slow on 2 cores, see bench/results/data.md). Blocks are fixed by
+the input files (one block per file, see sources.read_source_files), so a rerun with the same
+config writes byte-identical files, named after the block's first record. Sources are mixed
+across shards by the manifest's (seeded) file order and within a shard by the row shuffle.
 """
 
 from __future__ import annotations
@@ -16,109 +23,115 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayloom import storage
-from rayloom.data.packing import pack_lm, pad_preference
-from rayloom.data.plan import group_of, mix
+from rayloom.config import DataConfig, ModelConfig
+from rayloom.data.packing import PackStats, pack_lm, pad_preference
+from rayloom.data.plan import locate, mix
+from rayloom.data.schema import SPLITS
+from rayloom.data.selection import SelectRecords
+from rayloom.data.tokenization import Tokenized
 
 SUMMARY_SCHEMA = pa.schema([
-    ("split", pa.string()), ("group", pa.int64()), ("file", pa.string()), ("rows", pa.int64()),
+    ("split", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
     ("documents", pa.int64()), ("pieces", pa.int64()), ("real_tokens", pa.int64()), ("slots", pa.int64()),
     ("truncated", pa.int64()), ("drops", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64()),
 ])
 
 
-def shard_name(split: str, group: int) -> str:
-    return f"{split}/part-{group:05d}.parquet"
+def shard_name(split: str, first_id: int, n: int) -> str:
+    """`<split>/part-<source>-<file>-<row>-<n>.parquet`: the block's first record, then the shard's index."""
+    source, file, row = locate(first_id)
+    return f"{split}/part-{source:03d}-{file:07d}-{row:011d}-{n:05d}.parquet"
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    # Fixed writer settings: the same table always gives the same bytes.
-    pq.write_table(table, sink, compression="zstd", row_group_size=1024, write_statistics=False)
+    # Fixed writer settings: the same table always gives the same bytes. No dictionary encoding:
+    # on token columns it made files larger and took 40% more time than zstd alone.
+    pq.write_table(table, sink, compression="zstd", use_dictionary=False, row_group_size=1024,
+                   write_statistics=False)
     return sink.getvalue().to_pybytes()
 
 
-def _lists(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
-    """The rows of a list column as numpy arrays (views into one flat buffer)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    flat = pc.list_flatten(array).to_numpy(zero_copy_only=False)
-    offsets = np.zeros(len(array) + 1, dtype=np.int64)
-    np.cumsum(pc.list_value_length(array).to_numpy(zero_copy_only=False), out=offsets[1:])
-    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(array))]
+class TokenizePackShards:
+    """Ray Data callable class over blocks of RECORD_SCHEMA rows (batch_size=None: one block per call).
 
-
-class AssignGroups:
-    """Adds the `group` column: which shard of its split a record copy goes to."""
-
-    def __init__(self, num_groups: dict[str, int], seed: int) -> None:
-        self.num_groups = num_groups
-        self.seed = seed
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        order = batch.column("order").to_numpy()
-        is_val = np.asarray(batch.column("split").to_pylist()) == "validation"
-        groups = np.where(is_val, group_of(order, self.num_groups.get("validation", 1), self.seed),
-                          group_of(order, self.num_groups.get("train", 1), self.seed))
-        return batch.append_column("group", pa.array(groups, type=pa.int64()))
-
-
-class PackGroup:
-    """Packs one group (or, streaming, one batch) into rows; writes it when `stage` is set.
-
-    Input rows are tokenized pieces, dropped ones included (status != "ok") so they are counted
-    here. With `stage`: returns one SUMMARY_SCHEMA row (the file written and its counts).
-    Without: returns the packed rows.
+    With `stage`: writes `<split>/part-<block>-<n>.parquet` shards and returns SUMMARY_SCHEMA rows
+    (one per file, counts on the first file of each split). Without (the streaming path):
+    returns the packed rows of `only_split`.
     """
 
-    def __init__(self, kind: str, seq_len: int, packing: bool, pad_id: int, seed: int, stage: str | None) -> None:
+    def __init__(self, data: DataConfig, model: ModelConfig, kind: str, pad_id: int, select: SelectRecords,
+                 stage: str | None) -> None:
+        from rayloom.data.tokenization import RecordTokenizer
+
+        self.data = data
         self.kind = kind
-        self.seq_len = seq_len
-        self.packing = packing
         self.pad_id = pad_id
-        self.seed = seed
-        self.stage = stage
-        # The filesystem object is built here, on the driver, and travels pickled with its endpoint
-        # (as Ray Data's own readers do), so workers reach the same S3-compatible server whatever
+        self.select = select
+        self.tokenizer = RecordTokenizer(model, data.seq_len, data.tokenize_batch_size)
+        # The filesystem object is built on the driver and travels pickled with its endpoint (as
+        # Ray Data's own readers do), so workers reach the same S3-compatible server whatever
         # environment they were started with. Credentials still come from the worker's own chain.
         self.fs, self.stage_path = storage.filesystem(stage) if stage is not None else (None, None)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        # The same order whatever order the rows arrived in.
-        batch = batch.sort_by([("order", "ascending"), ("doc_id", "ascending"), ("copy", "ascending"),
-                               ("chunk", "ascending")])
-        split = batch.column("split")[0].as_py() if batch.num_rows else "train"
-        group = batch.column("group")[0].as_py() if "group" in batch.column_names and batch.num_rows else 0
-        status = batch.column("status")
-        ok_mask = pc.equal(status, "ok")
-        drops = Counter(s for s in status.to_pylist() if s != "ok")
-        first = pc.and_(ok_mask, pc.equal(batch.column("chunk"), 0))
-        documents = int(pc.sum(first.cast(pa.int64())).as_py() or 0)
-        truncated = int(pc.sum(pc.and_(first, batch.column("truncated")).cast(pa.int64())).as_py() or 0)
-        ok = batch.filter(ok_mask)
-        row_seed = int(mix(np.asarray([ok.column("order")[0].as_py() if ok.num_rows else 0],
-                                      dtype=np.uint64).astype(np.int64), self.seed, 0x77)[0])
+    def __call__(self, block: pa.Table) -> pa.Table:
+        selected = self.select(block)
+        # A reproducible shuffle of the block's record copies (sources and copies interleave).
+        selected = selected.take(pa.array(np.argsort(selected.column("order").to_numpy(), kind="stable")))
+        first_id = int(pc.min(block.column("doc_id")).as_py()) if block.num_rows else 0
+        splits = selected.column("split").to_numpy(zero_copy_only=False)
+        summaries, packed = [], []
+        for split in SPLITS:
+            take = np.flatnonzero(splits == split)
+            if not len(take):
+                continue
+            part = selected.take(pa.array(take))
+            tokenized = self.tokenizer.records(part.column("schema").to_pylist(),
+                                               [json.loads(p) for p in part.column("payload").to_pylist()])
+            rows, stats = self._pack(tokenized, row_seed=int(mix(np.asarray([first_id]), self.data.seed,
+                                                                  0x77 + SPLITS.index(split))[0]))
+            if self.stage_path is None:
+                packed.append(rows)
+            else:
+                summaries += self._write_split(split, first_id, tokenized, rows, stats)
+        if self.stage_path is None:
+            return pa.concat_tables(packed) if packed else self._pack([], 0)[0]
+        return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
+
+    def _pack(self, tokenized: list[Tokenized], row_seed: int) -> tuple[pa.Table, PackStats]:
+        ok = [t for t in tokenized if t.status == "ok"]
         if self.kind == "preference":
-            rows, stats = pad_preference(_lists(ok.column("chosen_input_ids")), _lists(ok.column("chosen_loss_mask")),
-                                         _lists(ok.column("rejected_input_ids")),
-                                         _lists(ok.column("rejected_loss_mask")), self.seq_len, self.pad_id)
-        else:
-            rows, stats = pack_lm(_lists(ok.column("input_ids")), _lists(ok.column("loss_mask")), self.seq_len,
-                                  self.pad_id, self.packing, row_seed)
-        if self.stage is None:
-            return rows
-        name, digest, size = None, None, 0
-        if rows.num_rows:
-            name = shard_name(split, group)
-            data = parquet_bytes(rows)
+            return pad_preference([t.pieces[0][0] for t in ok], [t.pieces[0][1] for t in ok],
+                                  [t.pieces[1][0] for t in ok], [t.pieces[1][1] for t in ok],
+                                  self.data.seq_len, self.pad_id)
+        pieces = [piece for t in ok for piece in t.pieces]
+        return pack_lm([ids for ids, _ in pieces], [mask for _, mask in pieces], self.data.seq_len, self.pad_id,
+                       self.data.packing, row_seed)
+
+    def _write_split(self, split: str, first_id: int, tokenized: list[Tokenized], rows: pa.Table,
+                     stats: PackStats) -> list[dict]:
+        counts = {"documents": sum(t.status == "ok" for t in tokenized), "pieces": stats.documents,
+                  "truncated": sum(t.truncated and t.status == "ok" for t in tokenized),
+                  "drops": json.dumps(dict(sorted(Counter(t.status for t in tokenized if t.status != "ok").items())))}
+        real = _row_sums(rows, self.kind)
+        out = []
+        per_shard = self.data.rows_per_shard
+        for n, start in enumerate(range(0, rows.num_rows, per_shard)):
+            shard = rows.slice(start, per_shard)
+            name = shard_name(split, first_id, n)
+            data = parquet_bytes(shard)
             self._write(name, data)
-            digest, size = hashlib.sha256(data).hexdigest(), len(data)
-        return pa.Table.from_pylist([{
-            "split": split, "group": group, "file": name, "rows": stats.rows, "documents": documents,
-            "pieces": stats.documents, "real_tokens": stats.real_tokens, "slots": stats.slots,
-            "truncated": truncated, "drops": json.dumps(dict(sorted(drops.items()))), "sha256": digest,
-            "bytes": size,
-        }], schema=SUMMARY_SCHEMA)
+            slots = shard.num_rows * self.data.seq_len * (2 if self.kind == "preference" else 1)
+            out.append({"split": split, "file": name, "rows": shard.num_rows,
+                        "real_tokens": int(real[start:start + per_shard].sum()), "slots": slots,
+                        "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                        **(counts if n == 0 else {"documents": 0, "pieces": 0, "truncated": 0, "drops": "{}"})})
+        if not out:  # every record of this split was dropped: still count them
+            out.append({"split": split, "file": None, "rows": 0, "real_tokens": 0, "slots": 0, "sha256": None,
+                        "bytes": 0, **counts})
+        return out
 
     def _write(self, name: str, data: bytes) -> None:
         from pyarrow import fs as pafs
@@ -130,6 +143,13 @@ class PackGroup:
             stream.write(data)
 
 
-def pack_group(batch: pa.Table, pack: PackGroup) -> pa.Table:
-    """map_groups wants a named function; the packer travels as an argument."""
-    return pack(batch)
+
+def _row_sums(rows: pa.Table, kind: str) -> np.ndarray:
+    """Real tokens per packed row (both sides for preference rows)."""
+    names = ("attention_mask",) if kind == "lm" else ("chosen_attention_mask", "rejected_attention_mask")
+    total = np.zeros(rows.num_rows, dtype=np.int64)
+    for name in names:
+        column = rows.column(name).combine_chunks()
+        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64)
+        total += flat.reshape(rows.num_rows, -1).sum(axis=1) if rows.num_rows else 0
+    return total

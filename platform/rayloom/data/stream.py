@@ -2,8 +2,8 @@
 
 `rayloom data` has already validated, quarantined and deduplicated the sources and recorded the
 result (manifest "stream" entry + dropped.parquet). Here the same Ray Data stages - parse,
-select, tokenize - run lazily while training reads; packing works per batch instead of per
-shard group (no all-to-all shuffle on a streaming path), so rows are as dense as a batch allows.
+select, tokenize, pack (shards.TokenizePackShards, one block per source file) - run lazily
+while training reads, so the rows are the ones the materialising job would write, in block order.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ import numpy as np
 from rayloom import storage
 from rayloom.config import DataConfig, ModelConfig
 from rayloom.errors import UserError
-
-# Documents per packing batch: larger batches pack denser rows.
-_PACK_BATCH_DOCUMENTS = 2048
 
 
 def _typed(schema, values: dict):
@@ -37,8 +34,7 @@ def open_stream(output: str, manifest: dict, splits: tuple[str, ...]) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rayloom.data.pipeline import _only_ok, read_records, select_and_tokenize
-    from rayloom.data.shards import PackGroup
+    from rayloom.data.pipeline import read_records, tokenize_and_pack
     from rayloom.data.sources import resolve_sources
 
     spec = manifest["stream"]
@@ -51,13 +47,12 @@ def open_stream(output: str, manifest: dict, splits: tuple[str, ...]) -> dict:
     forced = np.asarray(spec["forced_validation"], dtype=np.int64)
     weights = [s.config.weight for s in sources]
     kind = manifest["kind"]
-    pack = PackGroup(kind, data.seq_len, data.packing, manifest["pad_id"], data.seed, stage=None)
     datasets = {}
     for split in splits:
         if split == "validation" and data.val_fraction == 0 and not len(forced):
             continue
         records = read_records(sources, data, signatures=False)
-        tokenized = select_and_tokenize(records, data, model, kind, weights, dropped_ids, forced, only_split=split)
-        datasets[split] = (tokenized.map_batches(_only_ok, batch_format="pyarrow", batch_size=None)
-                           .map_batches(pack, batch_format="pyarrow", batch_size=_PACK_BATCH_DOCUMENTS))
+        datasets[split] = tokenize_and_pack(records, data, model, kind, weights, dropped_ids, forced,
+                                            manifest["pad_id"], num_blocks=sum(len(s.files) for s in sources),
+                                            only_split=split)
     return datasets

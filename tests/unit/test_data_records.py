@@ -1,0 +1,113 @@
+"""Record validation, cleaning filters and the worker-side parser (no Ray)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rayloom.config import DedupConfig, FilterConfig, SourceConfig
+from rayloom.data.cleaning import boilerplate_fraction, filter_reason, repetition_fraction, symbol_fraction
+from rayloom.data.parsing import ParseRecords
+from rayloom.data.plan import locate
+from rayloom.data.records import BadRecord, payload_text, validate, validate_text
+from rayloom.data.sources import resolve_source
+from rayloom.errors import UserError
+
+
+@pytest.mark.parametrize("obj,schema,reason", [
+    ([1, 2], "text", "schema"),
+    ({"txt": "x"}, "text", "schema"),
+    ({"text": 5}, "text", "schema"),
+    ({"text": "  \n "}, "text", "empty"),
+    ({"messages": []}, "messages", "empty"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "messages", "schema"),          # nothing to train on
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages", "schema"),
+    ({"messages": [{"role": "user"}]}, "messages", "schema"),
+    ({"prompt": "q", "chosen": "a"}, "preference", "schema"),
+    ({"prompt": "q", "chosen": "a", "rejected": "a"}, "preference", "schema"),
+    ({"prompt": "", "chosen": "a", "rejected": "b"}, "preference", "empty"),
+    ({"prompt": [{"role": "assistant", "content": "x"}], "chosen": "a", "rejected": "b"}, "preference", "schema"),
+])
+def test_invalid_records_name_their_reason(obj, schema, reason):
+    with pytest.raises(BadRecord) as info:
+        validate(obj, schema, "text", "NFC")
+    assert info.value.reason == reason and info.value.detail
+
+
+def test_records_are_normalised_to_one_shape_per_schema():
+    assert validate({"text": " Cafe\u0301\r\n "}, "text", "text", "NFC") == {"text": "Caf\u00e9"}
+    assert validate({"body": "x"}, "text", "body", "NFC") == {"text": "x"}
+    chat = validate({"messages": [{"role": "user", "content": " hi "}, {"role": "assistant", "content": "yo"}]},
+                    "messages", "text", "none")
+    assert chat == {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    pref = validate({"prompt": "q?", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"},
+                    "preference", "text", "NFC")
+    assert pref == {"prompt": [{"role": "user", "content": "q?"}], "chosen": "a", "rejected": "b"}
+    assert payload_text(pref) == "q?\na\nb"
+    with pytest.raises(BadRecord):
+        validate_text("   ", "NFC")
+
+
+def test_filters_drop_with_a_reason():
+    f = FilterConfig(min_chars=10, max_chars=200)
+    assert filter_reason("short", f) == "too_short"
+    assert filter_reason("x" * 201, f) == "too_long"
+    assert filter_reason("spam spam " * 15, f) == "repetition"
+    assert filter_reason("same line\n" * 5 + "other", f) == "repetition"
+    assert filter_reason("#$%^&*()!@ {}[]<>?", f) == "symbols"
+    assert filter_reason("Cookie policy and terms of use apply here", f) == "boilerplate"
+    assert filter_reason("A perfectly ordinary sentence about rivers and stones.", f) is None
+    assert repetition_fraction("a b c d") == 0.0
+    assert symbol_fraction("ab+?") == 0.5
+    assert boilerplate_fraction("ok line\nclick here now", ["click here"]) == 0.5
+
+
+def _parse(tmp_path, name: str, data: bytes, schema: str = "text", **source) -> list[dict]:
+    path = tmp_path / name
+    path.write_bytes(data)
+    files = resolve_source(0, SourceConfig(path=str(path), schema=schema, **source))
+    parse = ParseRecords(files, FilterConfig(), DedupConfig(num_perm=16), signatures=True)
+    batch = pa.table({"bytes": [data], "path": [files.files[0]]})
+    return parse(batch).to_pylist()
+
+
+def test_parser_quarantines_bad_lines_and_keys_good_ones(tmp_path):
+    lines = [json.dumps({"text": "first document here"}).encode(), b'{"text": "unterminated', b"",
+             json.dumps({"nope": 1}).encode(), b'{"text": "caf\xe9"}', json.dumps({"text": "last one"}).encode()]
+    rows = _parse(tmp_path, "a.jsonl", b"\n".join(lines) + b"\n")
+    assert [(locate(r["doc_id"])[2], r["status"], r["reason"]) for r in rows] == [
+        (0, "ok", None), (1, "bad", "malformed_json"), (3, "bad", "schema"), (4, "bad", "not_utf8"), (5, "ok", None)]
+    ok = rows[0]
+    assert json.loads(ok["payload"]) == {"text": "first document here"}
+    assert len(ok["exact"]) == 16 and len(ok["signature"]) == 16 * 4
+    assert "\\xe9" in rows[3]["raw"] and rows[1]["raw"].startswith('{"text"')
+
+
+def test_parser_reads_gzip_parquet_and_text_units(tmp_path):
+    gz = _parse(tmp_path, "a.jsonl.gz", gzip.compress(b'{"text": "zipped text"}\n'))
+    assert [r["status"] for r in gz] == ["ok"]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"messages": [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]]}),
+                   sink)
+    chat = _parse(tmp_path, "c.parquet", sink.getvalue().to_pybytes(), schema="messages")
+    assert json.loads(chat[0]["payload"])["messages"][1] == {"role": "assistant", "content": "a"}
+    paragraphs = _parse(tmp_path, "b.txt", b"one para\nstill one\n\n  \n\ntwo para\n", text_unit="paragraph")
+    assert [json.loads(r["payload"])["text"] for r in paragraphs] == ["one para\nstill one", "two para"]
+    broken = _parse(tmp_path, "d.parquet", b"PAR1 not really parquet", schema="messages")
+    assert [(r["status"], r["reason"]) for r in broken] == [("bad", "unreadable_file")]
+
+
+def test_source_resolution_errors_name_the_key(tmp_path):
+    with pytest.raises(UserError, match=r"data.sources\[0\].path"):
+        resolve_source(0, SourceConfig(path=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_SUCCESS").write_text("")
+    with pytest.raises(UserError, match="no data files"):
+        resolve_source(0, SourceConfig(path=str(tmp_path / "empty")))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="needs jsonl or parquet"):
+        resolve_source(0, SourceConfig(path=str(tmp_path / "notes.txt"), schema="messages"))

@@ -67,7 +67,6 @@ STAGES: dict[str, str] = {
 
 # stage -> what is missing; a line is deleted when its capability lands.
 STAGES_NOT_BUILT: dict[str, str] = {
-    "tune": "hyperparameter sweeps (issue #8)",
 }
 
 

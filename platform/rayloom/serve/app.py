@@ -48,6 +48,9 @@ def build_deployment_config(serve: ServeConfig) -> dict[str, Any]:
     config: dict[str, Any] = {
         "max_ongoing_requests": serve.max_ongoing_requests,
         "max_queued_requests": serve.max_queued_requests,
+        # Overload answers 503 + Retry-After wherever it is detected: Serve's proxy (the caller of a
+        # colocated endpoint) or the ingress (rayloom.serve.ingress, its own JSON 503).
+        "backpressure_config": {"status_code": 503, "retry_after_s": 1},
         "ray_actor_options": {"num_cpus": serve.replica_num_cpus},
     }
     if serve.min_replicas == serve.max_replicas:
@@ -66,6 +69,15 @@ def build_deployment_config(serve: ServeConfig) -> dict[str, Any]:
     return config
 
 
+def replica_env_vars(serve: ServeConfig) -> dict[str, str]:
+    """Serve settings for the replicas' environment (Serve reads them when a replica starts)."""
+    if not serve.throughput_optimized:
+        return {}
+    # Direct ingress would make each ingress replica listen on its own port for an external load
+    # balancer; the endpoint stays Serve's HTTP proxy.
+    return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+
+
 def build_llm_config(serve: ServeConfig, plan: ServePlan):
     from pydantic import ValidationError
     from ray.serve.llm import LLMConfig
@@ -76,6 +88,7 @@ def build_llm_config(serve: ServeConfig, plan: ServePlan):
     else:
         placement = {"bundles": [{"CPU": serve.engine_num_cpus}] * serve.tensor_parallel_size}
         env_vars = {"VLLM_CPU_KVCACHE_SPACE": str(serve.kv_cache_gib)} if serve.kv_cache_gib else {}
+    env_vars.update(replica_env_vars(serve))
     lora_config = None
     if serve.uses_lora:
         lora_config = {"dynamic_lora_loading_path": serve.lora_dynamic_path or None,
@@ -118,25 +131,47 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
         # LLMServer builds its loader as `model_downloader(download_timeout_s=..., max_tries=...)`.
         bind_kwargs["model_downloader"] = functools.partial(
             NamedLoraLoader, adapters=plan.adapters, cache_dir=plan.cache_dir, max_lora_rank=serve.max_lora_rank)
+    settings = IngressSettings(
+        model_id=plan.model_id, tokenizer_source=plan.tokenizer_source, cache_dir=plan.cache_dir,
+        limits=plan.limits, auth=auth, adapter_names=tuple(plan.adapters),
+        dynamic_adapters=bool(serve.lora_dynamic_path))
+    # GET /v1/models/<id> -> metadata.rayloom_lineage: the served model's chain back to its data.
+    model_cards = {plan.model_id: to_model_metadata(plan.model_id, llm_config,
+                                                    overrides={"rayloom_lineage": plan.lineage})}
+    if serve.colocate_ingress:
+        return _build_colocated_app(llm_config, model_cards, settings, bind_kwargs)
     try:
         server = build_llm_deployment(llm_config, bind_kwargs=bind_kwargs, deployment_cls=RayloomLLMServer,
                                       name_prefix="LLMServer:")
     except ValueError as exc:  # e.g. "Unknown engine argument: ..." from serve.engine_kwargs
         raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
-    settings = IngressSettings(
-        model_id=plan.model_id, tokenizer_source=plan.tokenizer_source, cache_dir=plan.cache_dir,
-        limits=plan.limits, auth=auth, adapter_names=tuple(plan.adapters),
-        dynamic_adapters=bool(serve.lora_dynamic_path))
     options = RayloomIngress.get_deployment_options([llm_config])
     options["ray_actor_options"] = {"num_cpus": serve.ingress_num_cpus}
+    if replica_env_vars(serve):
+        options["ray_actor_options"]["runtime_env"] = {"env_vars": replica_env_vars(serve)}
     options["name"] = "OpenAiIngress"
     return ray_serve.deployment(build_ingress_class(settings), **options).bind(
-        llm_deployments={plan.model_id: server},
-        # GET /v1/models/<id> -> metadata.rayloom_lineage: the served model's chain back to its data.
-        model_cards={plan.model_id: to_model_metadata(plan.model_id, llm_config,
-                                                      overrides={"rayloom_lineage": plan.lineage})},
-        settings=settings,
-    )
+        llm_deployments={plan.model_id: server}, model_cards=model_cards, settings=settings)
+
+
+def _build_colocated_app(llm_config, model_cards: dict, settings, bind_kwargs: dict):
+    """One deployment whose replicas are both ingress and engine (rayloom.serve.endpoint).
+
+    Built by the library's `build_llm_deployment`, so it takes LLMServer's options as they are
+    (the engine's placement group plus the replica's bundle, replicas/autoscaling, request
+    limits, health checks) and the split layout's engine deployment name.
+    """
+    from ray.serve.llm import build_llm_deployment
+
+    from rayloom.serve.endpoint import RayloomEndpoint
+    from rayloom.serve.ingress import build_ingress_class
+
+    try:
+        return build_llm_deployment(llm_config, deployment_cls=build_ingress_class(settings, RayloomEndpoint),
+                                    name_prefix="LLMServer:",
+                                    bind_kwargs={"model_cards": model_cards, "settings": settings, **bind_kwargs})
+    except ValueError as exc:  # e.g. "Unknown engine argument: ..." from serve.engine_kwargs
+        raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
 
 
 def app_builder(args: dict[str, Any]):

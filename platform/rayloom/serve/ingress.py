@@ -225,7 +225,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
                         headers=getattr(exc, "headers", None))
 
 
-def build_ingress_class(settings: IngressSettings):
-    """The Serve ingress class: RayloomIngress with its routes bound to a guarded app."""
-    return make_fastapi_ingress(RayloomIngress, endpoint_map=ENDPOINTS,
+def build_ingress_class(settings: IngressSettings, cls: type = RayloomIngress):
+    """The Serve ingress class: `cls` (RayloomIngress or a subclass) with its routes bound to a guarded app."""
+    return make_fastapi_ingress(cls, endpoint_map=ENDPOINTS,
                                 app=build_ingress_app(settings.auth, settings.limits.max_body_bytes))

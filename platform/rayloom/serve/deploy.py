@@ -41,14 +41,16 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     """
     from ray import serve as ray_serve
 
-    from rayloom.serve.app import build_app
+    from rayloom.serve.app import build_app, controller_env_vars
 
     serve = cfg.serve
     plan = plan or plan_serving(cfg)
     auth = auth or resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)
     app = build_app(cfg, auth=auth, plan=plan)
     # Cluster-wide HTTP options; Serve keeps its own when it already runs on this cluster.
-    ray_serve.start(http_options={"host": serve.host, "port": serve.port})
+    controller_env = controller_env_vars(serve)
+    ray_serve.start(http_options={"host": serve.host, "port": serve.port},
+                    controller_options={"runtime_env": {"env_vars": controller_env}} if controller_env else None)
     serve = _actual_http_address(serve)
     log.info("deploying %s (model %s from %s)", serve.app_name, plan.model_id, plan.model_source)
     start = time.monotonic()

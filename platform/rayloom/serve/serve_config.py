@@ -29,6 +29,7 @@ def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dic
     nothing from this machine's environment, a model every node can read, and HTTP on all interfaces
     of the pod (the Kubernetes Service, not the pod, decides what is exposed)."""
     from rayloom.runtime import build_env_vars
+    from rayloom.serve.app import controller_env_vars
 
     serve = cfg.serve
     if for_cluster:
@@ -46,11 +47,16 @@ def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dic
         build_env_vars(dataclasses.replace(cfg.cluster, env=env_vars))  # the same secret check
     if env_vars:
         application["runtime_env"] = {"env_vars": env_vars}
-    return {
+    document: dict[str, Any] = {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0" if for_cluster else serve.host, "port": serve.port},
-        "applications": [application],
     }
+    controller_env = controller_env_vars(serve)
+    if controller_env:
+        # The controller passes its environment on to the HTTP proxies (rayloom.serve.app).
+        document["controller_options"] = {"runtime_env": {"env_vars": controller_env}}
+    document["applications"] = [application]
+    return document
 
 
 def _check_cluster_visible_model(cfg: RayloomConfig) -> None:

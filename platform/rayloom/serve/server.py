@@ -3,7 +3,8 @@
 LLMServer batches a stream's chunks every `stream_batching_interval_ms` so that a long answer
 crosses the next hop (to the ingress, or with a colocated ingress to Serve's HTTP proxy) in a
 few messages instead of one per token; its batcher also held the first chunk for a whole
-interval (see rayloom.serve.streaming). `resolve_adapter` loads a LoRA adapter by name for the
+interval (see rayloom.serve.streaming). On CPU it also places vLLM's scheduler process once the
+engine has started (rayloom.serve.cpu_placement). `resolve_adapter` loads a LoRA adapter by name for the
 colocated endpoint (rayloom.serve.endpoint), which has no multiplexed handle call to carry it.
 """
 
@@ -14,10 +15,16 @@ from typing import Any
 
 from ray.serve.llm.deployment import LLMServer
 
+from rayloom.serve.cpu_placement import ENGINE_CORE_PLACEMENT_KEY, place_engine_core
 from rayloom.serve.streaming import first_then_batched
 
 
 class RayloomLLMServer(LLMServer):
+    async def start(self) -> None:
+        await super().start()
+        # The engine's processes exist now: place its scheduler process (CPU serving only).
+        place_engine_core(self._llm_config.experimental_configs.get(ENGINE_CORE_PLACEMENT_KEY, "free"))
+
     def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> AsyncGenerator[list[Any], None]:
         return first_then_batched(generator, self._get_batch_interval_ms())
 

@@ -120,14 +120,13 @@ def _serving_cpu_s(server_pid: int) -> dict[int, float]:
     """CPU seconds so far of each process of a server's tree, except the engine's (EngineCore, Worker)."""
     import psutil
 
-    from rayloom.serve.cpu_placement import ENGINE_CORE_TITLE, WORKER_TITLE
+    from rayloom.serve.cpu_placement import ENGINE_CORE_TITLE, WORKER_TITLE, process_title
 
     root = psutil.Process(server_pid)
     used = {}
     for proc in [root, *root.children(recursive=True)]:
         try:
-            title = (proc.cmdline() or [proc.name()])[0]
-            if not title.startswith((ENGINE_CORE_TITLE, WORKER_TITLE)):
+            if not process_title(proc).startswith((ENGINE_CORE_TITLE, WORKER_TITLE)):
                 times = proc.cpu_times()
                 used[proc.pid] = times.user + times.system
         except psutil.Error:

@@ -362,17 +362,13 @@ def test_each_engine_core_runs_on_its_workers_cores_when_cores_are_few(served):
 
     import psutil
 
-    from rayloom.serve.cpu_placement import ENGINE_CORE_TITLE, WORKER_TITLE
+    from rayloom.serve.cpu_placement import ENGINE_CORE_TITLE, WORKER_TITLE, process_title
 
-    def title(proc):
-        cmdline = proc.cmdline()
-        return cmdline[0] if cmdline else proc.name()
-
-    engines = [p for p in psutil.process_iter() if title(p).startswith(ENGINE_CORE_TITLE)]
+    engines = [p for p in psutil.process_iter() if process_title(p).startswith(ENGINE_CORE_TITLE)]
     assert len(engines) == 2  # one per replica
     allowed = set(os.sched_getaffinity(0))
     for engine in engines:
-        workers = [c for c in engine.children(recursive=True) if title(c).startswith(WORKER_TITLE)]
+        workers = [c for c in engine.children(recursive=True) if process_title(c).startswith(WORKER_TITLE)]
         assert workers
         worker_cores = set().union(*(w.cpu_affinity() for w in workers))
         threads = {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{engine.pid}/task")}

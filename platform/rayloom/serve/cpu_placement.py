@@ -60,7 +60,8 @@ def should_pin(mode: str, placement: EnginePlacement) -> bool:
     return placement.spare_cores < 2  # "auto"
 
 
-def _title(proc: psutil.Process) -> str:
+def process_title(proc: psutil.Process) -> str:
+    """A process's title as vLLM sets it ("" for one that has ended or cannot be read)."""
     try:
         cmdline = proc.cmdline()
         return cmdline[0] if cmdline else proc.name()
@@ -72,7 +73,7 @@ def find_engine(root: psutil.Process) -> EnginePlacement:
     """The EngineCore processes below `root` and the cores their workers are bound to."""
     engine_cores, worker_cores = [], set()
     for proc in root.children(recursive=True):
-        title = _title(proc)
+        title = process_title(proc)
         if title.startswith(ENGINE_CORE_TITLE):
             engine_cores.append(proc.pid)
         elif title.startswith(WORKER_TITLE):

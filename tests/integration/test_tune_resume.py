@@ -19,11 +19,18 @@ pytestmark = pytest.mark.integration
 
 
 def _interrupt_after_first_report(sweep_dir: str, fired: dict) -> None:
-    """Send the sweep process SIGUSR1 (Ray Tune's graceful stop) once a trial has reported an
-    evaluation with a checkpoint; Tune saves the experiment state and returns."""
+    """Send the sweep process SIGUSR1 (Ray Tune's graceful stop) once Tune has recorded a trial's
+    first checkpoint; Tune saves the experiment state and returns.
+
+    A trial's `checkpoint_000000` folder is written by the trial before Tune's controller registers
+    it (the controller first takes the result, then runs a separate save step), so stopping as soon
+    as it appears sometimes saved a state without the checkpoint and the trial restarted from
+    scratch. `checkpoint_000001` can only appear after that save was processed: the trial's
+    `tune.report` blocks until the controller asks for the next result, which it does only once the
+    save is done."""
     deadline = time.time() + 300
     while time.time() < deadline:
-        if glob.glob(os.path.join(sweep_dir, "*", "checkpoint_000000")):
+        if glob.glob(os.path.join(sweep_dir, "*", "checkpoint_000001")):
             fired["at"] = time.time()
             os.kill(os.getpid(), signal.SIGUSR1)
             return

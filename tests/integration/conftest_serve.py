@@ -6,8 +6,11 @@ Imported by tests/unit/test_serve_*.py and tests/integration/test_serve_*.py as
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
+
+from rayloom.ports import free_port
+
+__all__ = ["free_port", "make_lora_adapter"]  # free_port: re-exported for the serve tests
 
 
 def make_lora_adapter(model_dir: str | Path, out_dir: str | Path, *, rank: int = 8, seed: int = 1) -> Path:
@@ -34,9 +37,3 @@ def make_lora_adapter(model_dir: str | Path, out_dir: str | Path, *, rank: int =
     out = Path(out_dir)
     peft_model.save_pretrained(out)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

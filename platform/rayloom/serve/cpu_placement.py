@@ -6,8 +6,8 @@ core for scheduler proc ... TODO: make scheduler proc sleep when idle"). The Eng
 for each step's result by spinning on a shared-memory queue with sched_yield for a second
 after every read (vllm/distributed/device_communicators/shm_broadcast.py, SpinCondition), so
 under load it keeps its reserved core busy. The HTTP frontend has to run on those same
-reserved cores: `vllm serve`'s API server, or here Serve's HTTP proxy and the replica that
-tokenizes and streams. When that is a single core (a 2-core machine), the spinning process
+reserved cores: `vllm serve`'s API server, or here the replica that tokenizes and streams (and
+HAProxy or Serve's HTTP proxy). When that is a single core (a 2-core machine), the spinning process
 starves the frontend: measured on this project's 2-core machine (Linux 6.18), for minutes at a
 time most streams reached the client in one burst when generation ended (time to first token
 == the whole request), for `vllm serve` and rayloom alike, and throughput swung 2-3x between

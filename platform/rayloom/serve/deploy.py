@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from rayloom.config import RayloomConfig, ServeConfig
 from rayloom.errors import NotBuiltError, UserError
+from rayloom.ports import free_port
 from rayloom.serve.auth import AuthSettings, read_api_keys, resolve_auth
 from rayloom.serve.client import check_health, endpoint_url
 from rayloom.serve.plan import ServePlan, is_embedded, plan_serving
@@ -87,8 +88,6 @@ def embedded_haproxy_ports() -> dict[str, str]:
     taken by something else on a workstation made `serve.start` fail. A cluster keeps Ray's
     documented ports.
     """
-    from rayloom.ports import free_port
-
     return {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port("0.0.0.0")),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port("0.0.0.0"))}

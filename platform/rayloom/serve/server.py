@@ -1,7 +1,7 @@
 """The engine replica: Ray Serve LLM's `LLMServer`, sending a stream's first chunk at once.
 
 LLMServer batches a stream's chunks every `stream_batching_interval_ms` so that a long answer
-crosses the next hop (to the ingress, or with a colocated ingress to Serve's HTTP proxy) in a
+crosses the next hop (to the ingress, or with a colocated ingress to the HTTP client) in a
 few messages instead of one per token; its batcher also held the first chunk for a whole
 interval (see rayloom.serve.streaming). On CPU it also places vLLM's scheduler process once the
 engine has started (rayloom.serve.cpu_placement). `resolve_adapter` loads a LoRA adapter by name for the

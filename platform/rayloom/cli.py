@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(command: str, args: argparse.Namespace) -> int:
     from rayloom.config import compose, to_yaml
-    from rayloom.entry import command_function, configure_logging, run_job
+    from rayloom.entry import command_function, run_job
+    from rayloom.log_setup import configure_logging
 
     if command in OTHER_COMMANDS:
         tool = command_function(command)

@@ -9,13 +9,13 @@ pretending. When a capability lands, its line in NOT_BUILT is deleted.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from rayloom.config import RayloomConfig
 from rayloom.errors import NotBuiltError, UserError
+from rayloom.log_setup import configure_logging
 
 # job command -> "module:function(cfg: RayloomConfig)"
 JOB_FUNCTIONS: dict[str, str] = {
@@ -52,13 +52,6 @@ def command_function(command: str) -> Callable[..., Any]:
             f"`rayloom {command}` is not built yet: {NOT_BUILT[command]} is still to come. Nothing was run."
         )
     return resolve(JOB_FUNCTIONS.get(command) or TOOL_FUNCTIONS[command])
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """Configured once, by the job or CLI; library modules only call getLogger(__name__)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("urllib3", "botocore", "filelock", "asyncio", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_job(job: str, cfg: RayloomConfig) -> Any:

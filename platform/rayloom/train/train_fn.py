@@ -229,7 +229,7 @@ def train_fn(config: dict) -> None:
 def _quiet_libraries(rank: int) -> None:
     import ray.data
 
-    from rayloom.entry import configure_logging
+    from rayloom.log_setup import configure_logging
 
     configure_logging(logging.INFO if rank == 0 else logging.WARNING)
     # Ray Train gives the worker's root logger an INFO console handler; keep library chatter (its own

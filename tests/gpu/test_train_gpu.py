@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from integration.conftest_train import pretrain_rows, sft_rows, train_overrides
+from helpers.train_fixtures import pretrain_rows, sft_rows, train_overrides
 
 from rayloom.config import compose
 

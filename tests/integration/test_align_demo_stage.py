@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from integration.conftest_align import learnable_pairs, write_preference_shards
+from helpers.align_fixtures import learnable_pairs, write_preference_shards
 
 from rayloom.config import compose
 from rayloom.demo import DemoState

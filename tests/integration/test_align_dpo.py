@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from integration.conftest_align import align_overrides, learnable_pairs
+from helpers.align_fixtures import align_overrides, learnable_pairs
 
 from rayloom.config import compose
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from integration.conftest_align import align_overrides, encode_pairs
-from integration.conftest_train import sft_rows
+from helpers.align_fixtures import align_overrides, encode_pairs
+from helpers.train_fixtures import sft_rows
 
 from rayloom.align.measure import measure_refusals, preference_accuracy
 from rayloom.align.safety_seed import EVAL_FILE, PREFERENCE_FILE, default_dir, read_jsonl

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from integration.conftest_cluster import local_head
-from tests_helpers import REPO_ROOT
+from helpers.cluster_fixtures import local_head
+from helpers import REPO_ROOT
 
 from rayloom.cluster.local_fake import cluster_main
 

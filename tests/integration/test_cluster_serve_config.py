@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from tests_helpers import REPO_ROOT
+from helpers import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from integration.conftest_cluster import local_head
+from helpers.cluster_fixtures import local_head
 
 from rayloom.cluster.client import connect_job_client
 from rayloom.cluster.submit import jobs_main, submit_main, wait_for_terminal
@@ -51,7 +51,7 @@ def test_a_tiny_training_job_runs_on_the_cluster(head, tiny_model_dir, tmp_path,
 
     if "train" in NOT_BUILT:
         pytest.skip("training is not built yet")
-    from integration.conftest_train import pretrain_rows, train_overrides, write_shards
+    from helpers.train_fixtures import pretrain_rows, train_overrides, write_shards
 
     # Shards as the data job would publish them (a local path: the head runs on this machine).
     root = tmp_path / "runs"

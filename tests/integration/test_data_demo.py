@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from integration.conftest_data import lm_segments
+from helpers.data_fixtures import lm_segments
 
 from rayloom import storage
 from rayloom.config import compose

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from integration.conftest_data import lm_segments, write_golden
+from helpers.data_fixtures import lm_segments, write_golden
 
 from rayloom import storage
 from rayloom.config import SourceConfig, compose

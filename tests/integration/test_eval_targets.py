@@ -13,7 +13,7 @@ import dataclasses
 import math
 
 import pytest
-from integration.conftest_serve import free_port
+from helpers.serve_fixtures import free_port
 
 pytestmark = pytest.mark.integration
 

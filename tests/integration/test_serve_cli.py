@@ -13,7 +13,7 @@ import time
 
 import pytest
 import yaml
-from integration.conftest_serve import free_port
+from helpers.serve_fixtures import free_port
 
 pytestmark = pytest.mark.integration
 

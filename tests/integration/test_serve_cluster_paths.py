@@ -11,7 +11,7 @@ import textwrap
 import time
 
 import pytest
-from integration.conftest_serve import free_port, make_lora_adapter
+from helpers.serve_fixtures import free_port, make_lora_adapter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

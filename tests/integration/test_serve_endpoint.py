@@ -16,7 +16,7 @@ import time
 
 import httpx
 import pytest
-from integration.conftest_serve import free_port, make_lora_adapter
+from helpers.serve_fixtures import free_port, make_lora_adapter
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ Marked slow only for CI time (each run is ~30 s of start-up on 2 cores); it need
 from __future__ import annotations
 
 import pytest
-from integration.conftest_train import pretrain_rows, train_overrides
+from helpers.train_fixtures import pretrain_rows, train_overrides
 
 from rayloom.config import compose
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from integration.conftest_train import pretrain_rows, write_shards
-from tests_helpers import REPO_ROOT
+from helpers.train_fixtures import pretrain_rows, write_shards
+from helpers import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from integration.conftest_train import pretrain_rows, sft_rows, write_shards
+from helpers.train_fixtures import pretrain_rows, sft_rows, write_shards
 
 from rayloom.config import compose
 

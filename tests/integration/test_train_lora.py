@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from integration.conftest_train import sft_rows, train_overrides
+from helpers.train_fixtures import sft_rows, train_overrides
 
 from rayloom.config import compose
 

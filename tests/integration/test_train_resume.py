@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from integration.conftest_train import find_train_workers, pretrain_rows, train_overrides
+from helpers.train_fixtures import find_train_workers, pretrain_rows, train_overrides
 
 from rayloom.config import compose
 from rayloom.train import checkpoints as ckpts

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from integration.conftest_train import pretrain_rows, train_overrides
+from helpers.train_fixtures import pretrain_rows, train_overrides
 
 from rayloom.config import compose
 

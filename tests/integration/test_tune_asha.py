@@ -8,7 +8,7 @@ import io
 
 import pytest
 import yaml
-from integration.conftest_tune import sweep_overrides, write_sweep_shards
+from helpers.tune_fixtures import sweep_overrides, write_sweep_shards
 
 from rayloom import storage
 from rayloom.config import compose

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from integration.conftest_tune import sweep_overrides, write_sweep_shards
+from helpers.tune_fixtures import sweep_overrides, write_sweep_shards
 
 from rayloom.config import compose
 from rayloom.train import checkpoints as ckpts

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from integration.conftest_align import demo_pairs
+from helpers.align_fixtures import demo_pairs
 
 from rayloom.align.losses import SequenceLogps, dpo_losses, log1mexp, orpo_losses, sequence_logps, token_kl
 from rayloom.config import compose

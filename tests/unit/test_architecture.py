@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests_helpers import REPO_ROOT
+from helpers import REPO_ROOT
 
 SOURCE_ROOT = REPO_ROOT / "platform"
 PACKAGE_ROOT = SOURCE_ROOT / "rayloom"

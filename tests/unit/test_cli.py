@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from tests_helpers import REPO_ROOT
+from helpers import REPO_ROOT
 
 from rayloom.cli import JOB_COMMANDS, OTHER_COMMANDS, main
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import hcl2
 import pytest
 import yaml
-from tests_helpers import REPO_ROOT
+from helpers import REPO_ROOT
 
 from rayloom.cluster import launcher
 from rayloom.cluster.kuberay import render_rayservice

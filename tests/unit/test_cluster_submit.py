@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from tests_helpers import REPO_ROOT
+from helpers import REPO_ROOT
 
 from rayloom.cluster import job_env
 from rayloom.cluster.client import resolve_job_address

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import hcl2
 import pytest
-from tests_helpers import REPO_ROOT
+from helpers import REPO_ROOT
 
 TERRAFORM = REPO_ROOT / "terraform"
 ENV_ROOT = TERRAFORM / "envs" / "aws-gpu"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from integration.conftest_serve import free_port
+from helpers.serve_fixtures import free_port
 
 from rayloom.cli import main
 from rayloom.errors import UserError

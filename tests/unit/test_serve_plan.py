@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from integration.conftest_serve import make_lora_adapter
+from helpers.serve_fixtures import make_lora_adapter
 
 from rayloom.config import compose
 from rayloom.errors import UserError

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from integration.conftest_train import IGNORE_INDEX, pack_documents, sft_rows
+from helpers.train_fixtures import IGNORE_INDEX, pack_documents, sft_rows
 
 from rayloom.config import compose
 from rayloom.models import load_model

@@ -2,7 +2,7 @@
 manifest.json + storage.commit_dir), so the trainer is tested without waiting for the data pipeline.
 
 Imported by tests/unit/test_train_*.py and tests/integration/test_train_*.py as
-`from integration.conftest_train import ...` (tests/ is on sys.path).
+`from helpers.train_fixtures import ...` (tests/ is on sys.path).
 """
 
 from __future__ import annotations

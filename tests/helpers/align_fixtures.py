@@ -1,7 +1,7 @@
 """Helpers for the alignment tests: preference rows in the shard contract (rayloom.data.schema), built
 here with the tiny model's chat template so the trainer is tested without waiting for the data job.
 
-Imported as `from integration.conftest_align import ...` (tests/ is on sys.path).
+Imported as `from helpers.align_fixtures import ...` (tests/ is on sys.path).
 """
 
 from __future__ import annotations

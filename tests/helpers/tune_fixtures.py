@@ -1,12 +1,12 @@
 """Helpers for the sweep tests: committed shards with a validation split (the sweep's metric is
 val_loss), and the small, fast trial settings every tune test shares.
 
-Imported by tests/integration/test_tune_*.py as `from integration.conftest_tune import ...`.
+Imported by tests/integration/test_tune_*.py as `from helpers.tune_fixtures import ...`.
 """
 
 from __future__ import annotations
 
-from integration.conftest_train import pretrain_rows, write_shards
+from helpers.train_fixtures import pretrain_rows, write_shards
 
 
 def write_sweep_shards(tiny_model_dir, out_uri: str) -> str:

@@ -1,6 +1,6 @@
 """Golden inputs for the data pipeline tests: small files with planted problems and known counts.
 
-Imported by tests/integration/test_data_*.py (`from integration.conftest_data import ...`).
+Imported by tests/integration/test_data_*.py (`from helpers.data_fixtures import ...`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Helpers for the serving tests: a real peft LoRA adapter on the tiny model, free ports, keys.
 
 Imported by tests/unit/test_serve_*.py and tests/integration/test_serve_*.py as
-`from integration.conftest_serve import ...` (tests/ is on sys.path).
+`from helpers.serve_fixtures import ...` (tests/ is on sys.path).
 """
 
 from __future__ import annotations

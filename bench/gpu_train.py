@@ -12,6 +12,10 @@ one H200 (about 4 minutes without --rayloom). Writes bench/results/gpu_train.jso
 
     python bench/gpu_train.py                 # on a GPU machine
     python bench/gpu_train.py --smoke         # tiny shapes on CPU: checks the script itself
+    python bench/gpu_train.py --dry-run       # builds every variant's model and config on CPU, no steps
+
+MFU is reported twice: against the GPU's datasheet dense bf16 peak (the number papers and llm-foundry
+use, e.g. 989 TFLOP/s for an H100 SXM) and against a measured bf16 matmul peak of the same GPU.
 """
 
 import argparse
@@ -69,6 +73,15 @@ def _peak_flops(device: str) -> float:
         sync()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+# Datasheet dense (no sparsity) bf16 tensor-core peaks, FLOP/s, matched against torch's device name.
+DATASHEET_BF16_PEAK = (("H200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100", 989.4e12), ("A100", 312.0e12),
+                       ("L40S", 362.05e12), ("A10G", 70.0e12))
+
+
+def datasheet_peak(device_name: str) -> float | None:
+    return next((peak for key, peak in DATASHEET_BF16_PEAK if key in device_name), None)
 
 
 def _flops_per_token(model, shape: dict) -> float:
@@ -147,8 +160,11 @@ def _variant_main(variant: str, shape: dict, device: str, out: str) -> None:
         if step >= shape["skip"]:
             times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
+    sheet = datasheet_peak(torch.cuda.get_device_name()) if device == "cuda" else None
     row = {"system": variant, "steps_timed": len(times), "step_s": step_s, "tokens_per_s": tokens / step_s,
            "mfu": fpt * tokens / step_s / peak, "peak_tflops": peak / 1e12,
+           "mfu_datasheet": fpt * tokens / step_s / sheet if sheet else float("nan"),
+           "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
            "memory_gib": (torch.cuda.max_memory_allocated() / 2**30) if device == "cuda" else float("nan"),
            "startup_s": first_step_at - launched, "final_loss": float(loss)}
     Path(out).write_text(json.dumps(row))
@@ -194,16 +210,37 @@ def _rayloom_row(shape: dict, device: str) -> dict:
             "startup_s": result.startup_s, "final_loss": measured[-1]["loss"]}
 
 
+def _dry_run(shape: dict) -> int:
+    """Build every variant's model (at `shape`) and DeepSpeed config on CPU without training: checks the
+    script, peft wrapping and the configs on a machine with no GPU."""
+    for variant in VARIANTS:
+        model = _llama(shape, "cpu")
+        if variant == "lora_zero2":
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"],
+                                                     task_type="CAUSAL_LM"))
+        config = None if variant == "torch" else _ds_config(variant, shape)
+        params = sum(p.numel() for p in model.parameters())
+        stage = config["zero_optimization"]["stage"] if config else "-"
+        print(f"{variant}: {params / 1e6:.2f}M parameters, ZeRO stage {stage}, "
+              f"{_flops_per_token(model, shape) / 1e6:.1f} MFLOP/token")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU, to check the script")
+    parser.add_argument("--dry-run", action="store_true", help="build each variant's model and config on CPU, no steps")
     parser.add_argument("--rayloom", action="store_true", help="add rayloom's Ray Train + DeepSpeed row")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    shape = SMOKE if args.smoke else FULL
-    device = "cpu" if args.smoke else "cuda"
+    shape = SMOKE if args.smoke or args.dry_run else FULL
+    device = "cpu" if args.smoke or args.dry_run else "cuda"
+    if args.dry_run:
+        return _dry_run(shape)
     if args.variant:  # child process
         _variant_main(args.variant, shape, device, args.out)
         return 0

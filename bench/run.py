@@ -1,7 +1,10 @@
-"""Run benchmarks: `python bench/run.py [name ...] [--quick] [--list]` (or `make bench ARGS=...`).
+"""Run benchmarks: `python bench/run.py [name ...] [--quick] [--list] [--check]` (or `make bench ARGS=...`).
 
 Each named benchmark runs `bench/bench_<name>.py`, prints its Markdown table and writes
-bench/results/<name>.json and .md.
+bench/results/<name>.json and .md. `--check` (what `make bench-check` runs) re-runs the short
+version of each benchmark and prints every headline ratio beside the recorded one without writing
+anything, so a regression is seen before it lands; it never fails on a number (tests never assert
+on time) — read the table.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--check", action="store_true",
+                        help="short runs; print each ratio beside the recorded one; write nothing")
     args = parser.parse_args(argv)
     benches = available()
     if args.list:
@@ -45,11 +50,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name in args.names or list(benches):
         module = load(benches[name])
+        if args.check:
+            print(compare(harness.RESULTS_DIR / f"{name}.json", module.run(quick=True)), flush=True)
+            continue
         result = module.run(quick=args.quick)
         json_path, md_path = harness.write(result)
         print(harness.to_markdown(result))
         print(f"wrote {json_path.relative_to(HERE.parent)} and {md_path.relative_to(HERE.parent)}\n")
     return 0
+
+
+def compare(recorded_path: Path, now: harness.Result) -> str:
+    import json
+
+    recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else {}
+    old = recorded.get("ratios") or {}
+    commit = (recorded.get("machine") or {}).get("commit", "?")
+    lines = [f"## {now.name}: short run now vs recorded at {commit}", "", "| ratio | recorded | now (short run) |",
+             "|---|---|---|"]
+    for key in dict.fromkeys([*old, *now.ratios]):
+        lines.append(f"| {key} | {_fmt(old.get(key))} | {_fmt(now.ratios.get(key))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
 
 
 if __name__ == "__main__":

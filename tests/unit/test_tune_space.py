@@ -7,15 +7,10 @@ import dataclasses
 
 import pytest
 
-from rayloom.config import TuneConfig, compose
+from rayloom.config import RayloomConfig, TuneConfig, compose
+from rayloom.config.search_space import check_space_paths, check_space_specs, flatten_space
 from rayloom.errors import UserError
-from rayloom.tune.space import (
-    apply_overrides,
-    build_mutations,
-    build_param_space,
-    flatten_space,
-    validate_space,
-)
+from rayloom.tune.space import apply_overrides, build_mutations, build_param_space
 
 
 def test_presets_compose_with_flat_dotted_paths():
@@ -57,7 +52,14 @@ def test_a_path_that_does_not_exist_fails_at_compose_time_naming_it(override, na
 ])
 def test_bad_specs_fail_naming_the_key(space, message):
     with pytest.raises(UserError, match=message):
-        validate_space(space)
+        check_space_specs(space)
+        check_space_paths(space, RayloomConfig)
+
+
+def test_a_bad_path_fails_when_the_root_config_is_built():
+    tune = TuneConfig(space={"train.lrr": {"type": "choice", "values": [0.1]}})  # the tune group cannot know
+    with pytest.raises(UserError, match=r"tune\.space\.train\.lrr: train has no key 'lrr'"):
+        RayloomConfig(tune=tune)
 
 
 def test_grid_search_needs_discrete_values_and_pbt_needs_a_space():

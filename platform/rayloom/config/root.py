@@ -9,6 +9,7 @@ from rayloom.config.data import DataConfig
 from rayloom.config.eval import EvalConfig
 from rayloom.config.model import ModelConfig
 from rayloom.config.run import RunConfig
+from rayloom.config.search_space import check_space_paths
 from rayloom.config.serve import ServeConfig
 from rayloom.config.storage import StorageConfig
 from rayloom.config.tracking import TrackingConfig
@@ -31,6 +32,10 @@ class RayloomConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        # Cross-group checks live here, where every group is known; a group's schema checks itself.
+        check_space_paths(self.tune.space, RayloomConfig)
 
 
 GROUP_SCHEMAS = {

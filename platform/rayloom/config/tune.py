@@ -6,17 +6,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayloom.config._validate import one_of, positive, require
+from rayloom.config.search_space import check_space_specs, flatten_space
 
 
 @dataclass
 class TuneConfig:
     # The sweep's name: its directory is <storage_path>/<name>, and rerunning the same name resumes it.
     name: str = "sweep"
-    # Dotted config path -> distribution spec (rayloom.tune.space), e.g.
+    # Dotted config path -> distribution spec (rayloom.config.search_space), e.g.
     #   train.lr: {type: loguniform, low: 1e-4, high: 1e-2}
     #   peft.r: {type: choice, values: [4, 8, 16]}
     #   train.warmup_steps: {type: grid, values: [0, 10]}
-    # Paths are checked against the typed schema while composing.
+    # Specs are checked here, their paths against the typed root (RayloomConfig) while composing.
     space: dict[str, Any] = field(default_factory=dict)
     # Trials to sample (with grid values: repeats of the whole grid).
     num_samples: int = 4
@@ -72,8 +73,6 @@ class TuneConfig:
         require(self.scheduler != "pbt" or self.search_alg == "random", "tune.search_alg",
                 "PBT samples its own initial values: use tune.search_alg=random with tune.scheduler=pbt",
                 self.search_alg)
-        # Paths and spec shapes are checked here so a bad one fails at compose time.
-        from rayloom.tune.space import flatten_space, validate_space
-
+        # Spec shapes only: whether a path names a real key is the root schema's check.
         self.space = flatten_space(self.space)
-        validate_space(self.space, self.scheduler, self.search_alg)
+        check_space_specs(self.space, self.scheduler, self.search_alg)

@@ -56,10 +56,8 @@ def check_sweep(cfg: RayloomConfig, data_output: str) -> None:
     """Everything that can be checked before a trial launches, each failure naming the key."""
     from rayloom.data.streaming import read_manifest
     from rayloom.train.driver import check_config
-    from rayloom.tune.space import validate_space
 
-    tune = cfg.tune
-    validate_space(tune.space, tune.scheduler, tune.search_alg)
+    tune = cfg.tune  # its search space was checked against the schema when cfg was built
     if not tune.space:
         raise UserError("tune.space is empty: name at least one config key to search (see conf/tune/asha.yaml)")
     check_config(cfg)

@@ -29,9 +29,9 @@ def _timed(argv: list[str], env: dict) -> float:
 
 
 def _submission(repeats: int) -> tuple[list[dict], dict]:
+    from rayloom.cluster import cluster_main
     from rayloom.cluster import head as head_mod
     from rayloom.cluster.job_spec import build_entrypoint
-    from rayloom.cluster.local_fake import cluster_main
     from rayloom.config import ClusterConfig
 
     state_dir = Path(tempfile.mkdtemp(prefix="rayloom-bench-head-"))
@@ -65,8 +65,8 @@ def _submission(repeats: int) -> tuple[list[dict], dict]:
 
 
 def _autoscaling() -> tuple[list[dict], dict]:
+    from rayloom.cluster import cluster_main
     from rayloom.cluster import head as head_mod
-    from rayloom.cluster.local_fake import cluster_main
 
     state_dir = Path(tempfile.mkdtemp(prefix="rayloom-bench-fake-"))
     cluster_main(["up", "--local-fake", "--state-dir", str(state_dir), "--port", str(head_mod.free_port()),

@@ -1,8 +1,9 @@
-"""`rayloom <command> [hydra overrides...]`.
+"""`rayloom <command> ...`: one argparse tree for every command.
 
-Every job command composes the Hydra tree (conf/<job>.yaml + overrides) into one typed config and
-calls one library function (see rayloom.entry). User mistakes exit 2 with a one-paragraph message
-and no traceback; capabilities that are not built yet exit 3 and say so.
+Job commands (rayloom.entry.JOBS) compose the Hydra tree (conf/<job>.yaml + overrides) into one
+typed config and call one library function. Tool commands add their own sub-tree to the same
+parser (`add_*_command` in their packages). User mistakes exit 2 with a one-paragraph message
+and no traceback.
 """
 
 from __future__ import annotations
@@ -11,24 +12,25 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 
-from rayloom.errors import NotBuiltError, UserError
+from rayloom import __version__
+from rayloom.cluster.commands import CommandParser, add_cluster_command, add_jobs_command, add_submit_command
+from rayloom.config import compose, to_yaml
+from rayloom.doctor import run_doctor
+from rayloom.entry import JOBS
+from rayloom.errors import UserError
+from rayloom.log_setup import configure_logging
+from rayloom.serve.chat import add_chat_command
+from rayloom.train.export import add_export_command
 
-JOB_COMMANDS = {
-    "run": "the main job: build the tiny model and run every built stage (data, train, align, eval, serve)",
-    "data": "prepare data with Ray Data: read, clean, dedup, tokenize, pack, write shards",
-    "train": "train with Ray Train + DeepSpeed ZeRO (pre-training, SFT, LoRA, alignment)",
-    "tune": "sweep hyperparameters with Ray Tune over real training runs",
-    "eval": "evaluate a checkpoint or endpoint: metrics, safety probes, report, deploy gate",
-    "serve": "serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint",
-}
-# Tool commands parse their own arguments (`rayloom <command> --help`).
-OTHER_COMMANDS = {
-    "chat": "a terminal chat client (streaming) for any rayloom / OpenAI-compatible endpoint",
-    "submit": "submit a job to cluster.address as a Ray job, follow its logs, return its exit status",
-    "jobs": "list, inspect, follow or stop Ray jobs on cluster.address",
-    "cluster": "start/stop a local autoscaling cluster with fake GPU nodes (cluster up --local-fake)",
-    "export": "merge LoRA adapters / consolidate a checkpoint into a Hugging Face directory vLLM serves",
+# Tool commands: their arguments and the function they run come from their own packages.
+TOOLS = {
+    "chat": add_chat_command,
+    "submit": add_submit_command,
+    "jobs": add_jobs_command,
+    "cluster": add_cluster_command,
+    "export": add_export_command,
 }
 
 EPILOG = """examples:
@@ -40,48 +42,44 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="rayloom",
         description="Ray-native LLM platform: one Hydra config tree from data to a served endpoint.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"rayloom {_version()}")
+    parser.add_argument("--version", action="version", version=f"rayloom {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for name, help_text in JOB_COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.lr=3e-4 deepspeed=zero3")
+    for name, job in JOBS.items():
+        sub = commands.add_parser(name, help=job.help, description=job.help)
+        sub.add_argument("overrides", nargs="*", default=(), help="Hydra overrides, e.g. train.lr=3e-4 deepspeed=zero3")
+        sub.set_defaults(run=partial(_run_job, name))
     config = commands.add_parser("config", help="print a job's composed, resolved config",
                                  description="Compose conf/<job>.yaml with overrides, validate it and print it.")
-    config.add_argument("job", help=f"one of: {', '.join(JOB_COMMANDS)}")
-    config.add_argument("overrides", nargs="*")
+    config.add_argument("job", choices=list(JOBS), help=", ".join(JOBS))
+    config.add_argument("overrides", nargs="*", default=())
+    config.set_defaults(run=_print_config)
     doctor = commands.add_parser("doctor", help="report versions, hardware, engines, Ray and S3 readiness",
                                  description="Report versions, hardware, whether vLLM/DeepSpeed ops load, "
                                              "Ray reachability and whether S3 credentials are present.")
     doctor.add_argument("--quick", action="store_true", help="skip loading vLLM and building DeepSpeed ops")
-    doctor.add_argument("overrides", nargs="*")
-    for name, help_text in OTHER_COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text, add_help=False)
-        sub.add_argument("args", nargs=argparse.REMAINDER)
+    doctor.add_argument("overrides", nargs="*", default=())
+    doctor.set_defaults(run=_doctor)
+    for add_command in TOOLS.values():
+        add_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # Tool commands parse their own options (argparse's REMAINDER would swallow a leading one).
-    if argv and argv[0] in OTHER_COMMANDS:
-        args = argparse.Namespace(command=argv[0], args=argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     command = args.command
     try:
-        return _dispatch(command, args)
+        if command in TOOLS:  # job commands set up logging once their config composed; config/doctor only print
+            configure_logging()
+        return int(args.run(args) or 0)
     except UserError as exc:
         print(f"rayloom {command}: error: {exc}", file=sys.stderr)
         return 2
-    except NotBuiltError as exc:
-        print(f"rayloom {command}: {exc}", file=sys.stderr)
-        return 3
     except KeyboardInterrupt:
         print(f"rayloom {command}: interrupted", file=sys.stderr)
         return 130
@@ -90,32 +88,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _dispatch(command: str, args: argparse.Namespace) -> int:
-    from rayloom.config import compose, to_yaml
-    from rayloom.entry import command_function, run_job
-    from rayloom.log_setup import configure_logging
-
-    if command in OTHER_COMMANDS:
-        tool = command_function(command)
-        configure_logging()
-        return int(tool(list(args.args)) or 0)
-    if command == "config":
-        print(to_yaml(compose(args.job, args.overrides)), end="")
-        return 0
-    if command == "doctor":
-        from rayloom.doctor import run_doctor
-
-        return run_doctor(compose("run", args.overrides), quick=args.quick)
-    cfg = compose(command, args.overrides)
+def _run_job(job: str, args: argparse.Namespace) -> int:
+    cfg = compose(job, args.overrides)
     configure_logging()
-    run_job(command, cfg)
+    JOBS[job].run(cfg)
     return 0
 
 
-def _version() -> str:
-    from rayloom import __version__
+def _print_config(args: argparse.Namespace) -> int:
+    print(to_yaml(compose(args.job, args.overrides)), end="")
+    return 0
 
-    return __version__
+
+def _doctor(args: argparse.Namespace) -> int:
+    return run_doctor(compose("run", args.overrides), quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -1,73 +1,99 @@
-"""The one table of commands -> library functions, shared by the CLI and the jobs/ entrypoints.
+"""The one table of jobs, shared by the CLI (`rayloom <job>`) and the jobs/*.py entrypoints.
 
-Job commands take one typed `RayloomConfig` (composed from conf/<job>.yaml + overrides). Tool
-commands (chat, submit, jobs, cluster, export) take their argv. A command whose capability is not
-built yet is listed in NOT_BUILT with what is missing; running it raises NotBuiltError instead of
-pretending. When a capability lands, its line in NOT_BUILT is deleted.
+Every job takes one typed `RayloomConfig` composed from conf/<job>.yaml + overrides and calls one
+library function. The names are those of rayloom.config.JOBS, the primary configs that compose
+accepts (a unit test keeps the two equal). The tool commands (chat, submit, jobs, cluster, export)
+take their own arguments; rayloom.cli adds them to its parser tree.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from rayloom.config import RayloomConfig
-from rayloom.errors import NotBuiltError, UserError
+from rayloom.errors import UserError
 from rayloom.log_setup import configure_logging
 
-# job command -> "module:function(cfg: RayloomConfig)"
-JOB_FUNCTIONS: dict[str, str] = {
-    "run": "rayloom.demo:run_main",
-    "data": "rayloom.data.pipeline:run_data_job",
-    "train": "rayloom.train.driver:run_train_job",
-    "tune": "rayloom.tune.sweep:run_tune_job",
-    "eval": "rayloom.eval.runner:run_eval_job",
-    "serve": "rayloom.serve.deploy:run_serve_job",
-}
+if TYPE_CHECKING:
+    from rayloom.config import RayloomConfig
 
-# tool command -> "module:function(argv: list[str]) -> int"
-TOOL_FUNCTIONS: dict[str, str] = {
-    "chat": "rayloom.serve.chat:chat_main",
-    "submit": "rayloom.cluster.submit:submit_main",
-    "jobs": "rayloom.cluster.submit:jobs_main",
-    "cluster": "rayloom.cluster.local_fake:cluster_main",
-    "export": "rayloom.train.export:export_main",
-}
 
-# command -> what is missing, for capabilities still to be built.
-NOT_BUILT: dict[str, str] = {
+@dataclass(frozen=True)
+class Job:
+    help: str
+    run: Callable[[RayloomConfig], Any]
+
+
+# Each job imports its library package inside its function, so that `rayloom --help` and a
+# jobs/<job>.py entrypoint load only the package that runs.
+
+def _run(cfg: RayloomConfig) -> Any:
+    from rayloom.demo import run_main  # every stage's package: only when `rayloom run` runs
+
+    return run_main(cfg)
+
+
+def _data(cfg: RayloomConfig) -> Any:
+    from rayloom.data.pipeline import run_data_job  # only when `rayloom data` runs
+
+    return run_data_job(cfg)
+
+
+def _train(cfg: RayloomConfig) -> Any:
+    from rayloom.train.driver import run_train_job  # only when `rayloom train` runs
+
+    return run_train_job(cfg)
+
+
+def _tune(cfg: RayloomConfig) -> Any:
+    from rayloom.tune.sweep import run_tune_job  # only when `rayloom tune` runs
+
+    return run_tune_job(cfg)
+
+
+def _eval(cfg: RayloomConfig) -> Any:
+    from rayloom.eval.runner import run_eval_job  # only when `rayloom eval` runs
+
+    return run_eval_job(cfg)
+
+
+def _serve(cfg: RayloomConfig) -> Any:
+    from rayloom.serve.deploy import run_serve_job  # only when `rayloom serve` runs
+
+    return run_serve_job(cfg)
+
+
+JOBS: dict[str, Job] = {
+    "run": Job("the main job: build the tiny model and run every stage (data, train, align, eval, serve)", _run),
+    "data": Job("prepare data with Ray Data: read, clean, dedup, tokenize, pack, write shards", _data),
+    "train": Job("train with Ray Train + DeepSpeed ZeRO (pre-training, SFT, LoRA, alignment)", _train),
+    "tune": Job("sweep hyperparameters with Ray Tune over real training runs", _tune),
+    "eval": Job("evaluate a checkpoint or endpoint: metrics, safety probes, report, deploy gate", _eval),
+    "serve": Job("serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint", _serve),
 }
 
 
 def resolve(target: str) -> Callable[..., Any]:
+    """TRANSITIONAL, for rayloom.demo's stage table until rayloom.recipes replaces it (issue #14)."""
+    import importlib
+
     module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
 
-def command_function(command: str) -> Callable[..., Any]:
-    if command in NOT_BUILT:
-        raise NotBuiltError(
-            f"`rayloom {command}` is not built yet: {NOT_BUILT[command]} is still to come. Nothing was run."
-        )
-    return resolve(JOB_FUNCTIONS.get(command) or TOOL_FUNCTIONS[command])
-
-
 def run_job(job: str, cfg: RayloomConfig) -> Any:
-    return command_function(job)(cfg)
+    return JOBS[job].run(cfg)
 
 
 def run_job_or_exit(job: str, cfg: RayloomConfig) -> Any:
-    """For jobs/*.py: user mistakes and missing capabilities end the process without a traceback."""
+    """For jobs/*.py: a user mistake ends the process with exit code 2 and no traceback."""
     try:
         return run_job(job, cfg)
     except UserError as exc:
         print(f"rayloom {job}: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except NotBuiltError as exc:
-        print(f"rayloom {job}: {exc}", file=sys.stderr)
-        sys.exit(3)
 
 
 def hydra_entrypoint(job: str) -> Callable[[], None]:
@@ -76,6 +102,7 @@ def hydra_entrypoint(job: str) -> Callable[[], None]:
     Errors in the config exit 2 with the message, like the CLI; Hydra's own flags (--cfg, -m
     multirun, --help) work as usual.
     """
+    # Hydra and the config schemas: only a jobs/*.py entrypoint needs them here.
     import hydra
     from omegaconf import DictConfig
 

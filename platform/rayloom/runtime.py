@@ -26,6 +26,8 @@ _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_
 # Kubernetes secret, a file on the cluster) and the cluster side must provide them.
 SECRET_ENV = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_AUTH_TOKEN",
                         "RAYLOOM_API_KEY", "HF_TOKEN", "OPENAI_API_KEY"})
+# Where Ray keeps (and `rayloom cluster up` creates) the token when nothing else names one.
+DEFAULT_TOKEN_PATH = "~/.ray/auth_token"
 
 
 def default_num_cpus() -> int:
@@ -78,13 +80,31 @@ def configure_auth(cluster: ClusterConfig) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
-def auth_headers() -> dict[str, str]:
-    """Authorization header for Ray's HTTP APIs (dashboard, jobs), from Ray's own token sources."""
+def read_auth_token(token_path: str | os.PathLike = "") -> str:
+    """The Ray auth token: rayloom's one reader of it (the token is sent, never logged or printed).
+
+    From `token_path` when one is given (cluster.auth_token_path, a local head's token file): it
+    must exist and hold a token. Otherwise from Ray's own sources, in Ray's order: RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token; "" when none has one.
+    """
+    if token_path:
+        path = Path(token_path).expanduser()
+        if not path.is_file():
+            raise UserError(f"cluster.auth_token_path={str(token_path)!r} does not exist")
+        token = path.read_text().strip()
+        if not token:
+            raise UserError(f"cluster.auth_token_path={str(token_path)!r} is empty")
+        return token
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
-    if not token:
-        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
-        if path.is_file():
-            token = path.read_text().strip()
+    if token:
+        return token
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", DEFAULT_TOKEN_PATH)).expanduser()
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def auth_headers(token_path: str | os.PathLike = "") -> dict[str, str]:
+    """Authorization header for Ray's HTTP APIs (dashboard, jobs, state); empty without a token."""
+    token = read_auth_token(token_path)
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

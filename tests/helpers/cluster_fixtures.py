@@ -7,15 +7,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+from rayloom.cluster import cluster_main
 from rayloom.cluster import head as head_mod
-from rayloom.cluster.local_fake import cluster_main
+from rayloom.ports import free_port
 
 
 @contextmanager
 def local_head(state_dir: Path, *extra: str):
     token = state_dir / "auth_token"
-    argv = ["up", "--state-dir", str(state_dir), "--port", str(head_mod.free_port()),
-            "--dashboard-port", str(head_mod.free_port()), *extra, f"cluster.auth_token_path={token}"]
+    argv = ["up", "--state-dir", str(state_dir), "--port", str(free_port()),
+            "--dashboard-port", str(free_port()), *extra, f"cluster.auth_token_path={token}"]
     assert cluster_main(argv) == 0
     state = head_mod.read_state(state_dir)
     try:

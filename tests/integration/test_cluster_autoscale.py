@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from helpers.cluster_fixtures import local_head
 from helpers import REPO_ROOT
+from helpers.cluster_fixtures import local_head
 
-from rayloom.cluster.local_fake import cluster_main
+from rayloom.cluster import cluster_main
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from helpers.cluster_fixtures import local_head
 
+from rayloom.cluster import jobs_main, submit_main
 from rayloom.cluster.client import connect_job_client
-from rayloom.cluster.submit import jobs_main, submit_main, wait_for_terminal
+from rayloom.cluster.submit import wait_for_terminal
 from rayloom.config import ClusterConfig
 from rayloom.errors import UserError
 
@@ -47,10 +48,6 @@ def test_tiny_job_runs_on_the_cluster(head, capsys, monkeypatch):
 
 
 def test_a_tiny_training_job_runs_on_the_cluster(head, tiny_model_dir, tmp_path, capsys):
-    from rayloom.entry import NOT_BUILT
-
-    if "train" in NOT_BUILT:
-        pytest.skip("training is not built yet")
     from helpers.train_fixtures import pretrain_rows, train_overrides, write_shards
 
     # Shards as the data job would publish them (a local path: the head runs on this machine).

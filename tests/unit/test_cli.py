@@ -1,4 +1,4 @@
-"""The CLI's contract: help lists the commands; user mistakes exit 2 without a traceback."""
+"""The CLI's contract: one parser tree lists every command; user mistakes exit 2 without a traceback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import sys
 import pytest
 from helpers import REPO_ROOT
 
-from rayloom.cli import JOB_COMMANDS, OTHER_COMMANDS, main
+from rayloom.cli import TOOLS, main
+from rayloom.config import JOBS as PRIMARY_CONFIGS
+from rayloom.entry import JOBS
 
 
 def _run(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
@@ -19,8 +21,27 @@ def _run(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     out = _run("--help")
     assert out.returncode == 0
-    for command in [*JOB_COMMANDS, *OTHER_COMMANDS, "config", "doctor"]:
+    for command in [*JOBS, *TOOLS, "config", "doctor"]:
         assert command in out.stdout
+
+
+def test_the_jobs_are_the_primary_configs():
+    # compose accepts exactly the jobs the CLI offers (conf/<job>.yaml each).
+    assert list(JOBS) == list(PRIMARY_CONFIGS)
+
+
+@pytest.mark.parametrize("argv,usage", [
+    (["submit", "--help"], "usage: rayloom submit"),
+    (["jobs", "logs", "--help"], "usage: rayloom jobs logs"),
+    (["cluster", "render", "--help"], "usage: rayloom cluster render"),
+    (["chat", "--help"], "usage: rayloom chat"),
+    (["export", "--help"], "usage: rayloom export"),
+])
+def test_tool_commands_are_part_of_the_one_parser_tree(argv, usage, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(usage)
 
 
 def test_bad_override_value_exits_2_without_traceback():
@@ -33,10 +54,12 @@ def test_bad_override_value_exits_2_without_traceback():
     "args,needle",
     [
         (("bake",), "invalid choice"),
+        (("cluster", "frobnicate"), "invalid choice"),
+        (("jobs", "status"), "job_id"),
         (("config", "train", "train.nope=1"), "train.nope"),
         (("config", "train", "model=gigantic"), "model/gigantic"),
         (("config", "train", "train.lr"), "train.lr"),
-        (("config", "nosuchjob"), "unknown job"),
+        (("config", "nosuchjob"), "invalid choice"),
         (("run", "model=hf", "model.path=/no/such/model", "run.stages=[model]"), "/no/such/model"),
     ],
 )
@@ -51,16 +74,6 @@ def test_config_prints_the_resolved_tree():
     out = _run("config", "train", "deepspeed=zero3_offload", "train.lr=3e-4")
     assert out.returncode == 0
     assert "offload_param: cpu" in out.stdout and "lr: 0.0003" in out.stdout
-
-
-def test_unbuilt_commands_say_so_and_exit_nonzero(capsys, monkeypatch):
-    from rayloom import entry
-
-    # Whatever is still listed as not built, plus one forced entry so the mechanism is always tested.
-    monkeypatch.setitem(entry.NOT_BUILT, "chat", "the chat client (test)")
-    for command in [c for c in entry.NOT_BUILT if c in OTHER_COMMANDS or c in JOB_COMMANDS]:
-        assert main([command]) == 3
-        assert "not built yet" in capsys.readouterr().err
 
 
 def test_job_entrypoint_rejects_bad_config_with_exit_2():

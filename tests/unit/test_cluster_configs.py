@@ -93,7 +93,7 @@ def test_rendering_needs_every_output_and_never_copies_sensitive_ones():
 
 
 def test_render_aws_command(tmp_path):
-    from rayloom.cluster.local_fake import cluster_main
+    from rayloom.cluster import cluster_main
 
     tf = tmp_path / "tf.json"
     tf.write_text(json.dumps(_fake_terraform_outputs()))
@@ -219,7 +219,7 @@ def _render_command(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", ["rayjob-train.yaml", "rayservice.yaml"])
 def test_rendered_manifests_are_up_to_date(name, tmp_path):
-    from rayloom.cluster.local_fake import render_kuberay_files
+    from rayloom.cluster.commands import render_kuberay_files
 
     overrides = _render_command(KUBERAY / name)
     render_kuberay_files(overrides, tmp_path)

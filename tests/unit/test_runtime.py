@@ -8,7 +8,7 @@ import pytest
 
 from rayloom.config import ClusterConfig
 from rayloom.errors import UserError
-from rayloom.runtime import build_runtime_env, default_num_cpus
+from rayloom.runtime import auth_headers, build_runtime_env, default_num_cpus, read_auth_token
 
 
 def test_import_platform_is_the_standard_library():
@@ -16,8 +16,34 @@ def test_import_platform_is_the_standard_library():
     assert callable(platform.python_version)
 
 
-def test_embedded_ray_gets_room_for_serve():
-    assert default_num_cpus() >= 4
+@pytest.mark.parametrize("cores,expected", [(None, 4), (1, 4), (2, 4), (3, 6), (8, 16)])
+def test_embedded_ray_gets_room_for_serve(monkeypatch, cores, expected):
+    # Two logical CPUs per core, and at least 4 (ingress + engine + trainer controller + a worker).
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert default_num_cpus() == expected
+
+
+def test_one_token_reader_follows_rays_order(monkeypatch, tmp_path):
+    explicit, ray_path = tmp_path / "explicit", tmp_path / "ray_token"
+    explicit.write_text("from-file\n")
+    ray_path.write_text("from-ray-path")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    assert read_auth_token() == "" and auth_headers() == {}
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(ray_path))
+    assert read_auth_token() == "from-ray-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert read_auth_token() == "from-env"
+    assert auth_headers(explicit) == {"Authorization": "Bearer from-file"}  # a configured path wins
+
+
+def test_a_configured_token_file_must_exist_and_hold_a_token(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        read_auth_token(tmp_path / "nope")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(UserError, match="is empty"):
+        read_auth_token(tmp_path / "empty")
 
 
 def test_runtime_env_forwards_non_secret_env(monkeypatch):

@@ -2,17 +2,17 @@
 
 Ray 2.60 puts token authentication on the dashboard's HTTP API. `JobSubmissionClient` adds the
 header itself only when this process runs with RAY_AUTH_MODE=token, so rayloom always passes
-the header explicitly, from cluster.auth_token_path or Ray's own sources (RAY_AUTH_TOKEN,
-RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token). The token is read, sent, and never printed.
+the header explicitly (rayloom.runtime.auth_headers: cluster.auth_token_path, else Ray's own sources).
+The token is read, sent, and never printed.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from rayloom.config import ClusterConfig
 from rayloom.errors import UserError
+from rayloom.runtime import auth_headers
 
 
 def resolve_job_address(cluster: ClusterConfig, override: str = "") -> str:
@@ -28,27 +28,12 @@ def resolve_job_address(cluster: ClusterConfig, override: str = "") -> str:
     return address
 
 
-def job_api_headers(cluster: ClusterConfig) -> dict[str, str]:
-    """Authorization header for the job API; empty when no token is configured anywhere."""
-    if cluster.auth_token_path:
-        path = Path(cluster.auth_token_path).expanduser()
-        if not path.is_file():
-            raise UserError(f"cluster.auth_token_path={cluster.auth_token_path!r} does not exist")
-        token = path.read_text().strip()
-        if not token:
-            raise UserError(f"cluster.auth_token_path={cluster.auth_token_path!r} is empty")
-        return {"Authorization": f"Bearer {token}"}
-    from rayloom.runtime import auth_headers
-
-    return auth_headers()
-
-
 def connect_job_client(cluster: ClusterConfig, address: str):
     """A `JobSubmissionClient` for `address`; unreachable or unauthorized clusters are user errors."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    headers = job_api_headers(cluster)
+    headers = auth_headers(cluster.auth_token_path)
     try:
         return JobSubmissionClient(address, headers=headers)
     except AuthenticationError as exc:

@@ -17,19 +17,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rayloom.errors import UserError
 from rayloom.ports import free_port
+from rayloom.runtime import DEFAULT_TOKEN_PATH, auth_headers
+from rayloom.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "head.json"
-DEFAULT_TOKEN_PATH = "~/.ray/auth_token"
 
 
 @dataclass
@@ -108,7 +106,8 @@ def start_head(state_dir: Path, *, port: int, dashboard_port: int, num_cpus: int
                token_path: str | Path = DEFAULT_TOKEN_PATH, autoscaling_config: Path | None = None,
                extra_env: dict[str, str] | None = None, ready_timeout_s: float = 120.0) -> HeadState:
     """Start `ray start --head --block` detached, wait until its job API answers, save its state."""
-    import ray._private.services as services
+    # Ray loads in about a second: only `cluster up` pays for it.
+    from ray.util import get_node_ip_address
 
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = read_state(state_dir)
@@ -118,7 +117,7 @@ def start_head(state_dir: Path, *, port: int, dashboard_port: int, num_cpus: int
     token = ensure_token(token_path)
     # Short, private temp dir: Ray's socket paths must stay under the OS limit (~107 chars).
     temp_dir = tempfile.mkdtemp(prefix="rayloom-ray-", dir="/tmp")
-    node_ip = services.get_node_ip_address()
+    node_ip = get_node_ip_address()
     command = [
         _ray_executable(), "start", "--head", "--block", "--disable-usage-stats",
         f"--port={port}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
@@ -147,31 +146,38 @@ def start_head(state_dir: Path, *, port: int, dashboard_port: int, num_cpus: int
 
 
 def _wait_ready(state: HeadState, process: subprocess.Popen, timeout_s: float) -> None:
-    headers = {"Authorization": f"Bearer {Path(state.token_path).read_text().strip()}"}
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    # Ray's clients load Ray (about a second): only `cluster up/status` pay for it.
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state.exception import RayStateApiException
+
+    headers = auth_headers(state.token_path)
+
+    def ready() -> bool:
         if process.poll() is not None:
             tail = Path(state.log_path).read_text()[-2000:]
             raise UserError(f"`ray start --head` exited with code {process.returncode}; its log ends with:\n{tail}")
         try:
-            request = urllib.request.Request(f"{state.dashboard_url}/api/jobs/", headers=headers)
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200 and _head_node_registered(state, headers):
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise UserError(f"the Ray head did not answer on {state.dashboard_url} within {timeout_s:.0f}s "
-                    f"(log: {state.log_path})")
+            JobSubmissionClient(state.dashboard_url, headers=headers).list_jobs()
+            # The job API can answer a moment before the head's raylet has registered.
+            return any(node.state == "ALIVE" for node in list_nodes(state))
+        except (OSError, RuntimeError, RayStateApiException):  # not up yet (refused, 5xx, no JSON)
+            return False
+
+    try:
+        wait_until(ready, timeout_s, interval_s=0.5, message=f"the Ray head on {state.dashboard_url}")
+    except WaitTimeout:
+        raise UserError(f"the Ray head did not answer on {state.dashboard_url} within {timeout_s:.0f}s "
+                        f"(log: {state.log_path})") from None
 
 
-def _head_node_registered(state: HeadState, headers: dict[str, str]) -> bool:
-    """The job API can answer a moment before the head's raylet has registered."""
-    request = urllib.request.Request(f"{state.dashboard_url}/api/v0/nodes?limit=10", headers=headers)
-    with urllib.request.urlopen(request, timeout=2) as response:
-        body = json.loads(response.read())
-    nodes = body.get("data", {}).get("result", {}).get("result", [])
-    return any(node.get("state") == "ALIVE" for node in nodes)
+def list_nodes(state: HeadState) -> list:
+    """The head's nodes, alive and removed, from Ray's state API (`NodeState` records)."""
+    from ray.util.state import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    client = StateApiClient(address=state.dashboard_url, headers=auth_headers(state.token_path))
+    return client.list(StateResource.NODES, options=ListApiOptions(detail=True, limit=1000),
+                       raise_on_missing_output=False)
 
 
 def _session_processes(session_id: int) -> list:
@@ -200,9 +206,11 @@ def stop_head(state_dir: Path, grace_s: float = 10.0) -> bool:
     was_running = is_alive(state.pid)
     if was_running:
         os.kill(state.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while is_alive(state.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        try:
+            wait_until(lambda: not is_alive(state.pid), grace_s, interval_s=0.2, message="the head to exit")
+        except WaitTimeout:
+            log.warning("the Ray head (pid %d) did not exit within %.0fs of SIGTERM; killing its session",
+                        state.pid, grace_s)
     # Whatever Ray's own shutdown left behind (workers, fake nodes) shares the session id.
     leftovers = _session_processes(state.pid)
     for proc in leftovers:

@@ -1,34 +1,32 @@
-"""`rayloom submit <job> [overrides]` and `rayloom jobs list|status|logs|stop`.
+"""`rayloom submit <job> [overrides]` and `rayloom jobs list|status|logs|stop`: what they do.
 
 Submission composes the job's config locally first, so a bad override fails here (exit 2) before
 anything is uploaded; then it sends jobs/<job>.py with the same overrides to the cluster's job API
-(Ray Jobs SDK), follows the logs and returns the job's own exit status.
+(Ray's `JobSubmissionClient`), follows the logs and returns the job's own exit status. The `jobs`
+actions are thin calls of the same client, with rayloom's address and token resolution. Their
+command-line parsing is in rayloom.cluster.commands.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
+import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rayloom.cluster.client import connect_job_client, raise_job_api_error, resolve_job_address
 from rayloom.cluster.job_spec import JobSpec, build_job_spec, override_key
-from rayloom.config import ClusterConfig, RayloomConfig, compose, repo_root
-from rayloom.errors import NotBuiltError, UserError
+from rayloom.config import RayloomConfig, compose, repo_root
+from rayloom.errors import UserError
+from rayloom.waiting import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-
-
-class ToolArgParser(argparse.ArgumentParser):
-    """argparse that reports mistakes as UserError (exit 2 via the CLI, no usage dump to stdout)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
 def compose_for_cluster(job: str, overrides: list[str]) -> RayloomConfig:
@@ -59,15 +57,18 @@ def job_exit_code(info) -> int:
     return code if status == "FAILED" and isinstance(code, int) and code != 0 else 1
 
 
-def wait_for_terminal(client, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None):
-    start = time.monotonic()
-    while True:
-        info = client.get_job_info(job_id)
-        if job_status_text(info) in TERMINAL:
-            return info
-        if timeout_s is not None and time.monotonic() - start > timeout_s:
-            return info
-        time.sleep(poll_s)
+def wait_for_terminal(client, job_id: str, poll_s: float = 1.0, timeout_s: float = math.inf):
+    """The job's info once it has ended, or as it stands when `timeout_s` runs out."""
+    try:
+        return wait_until(lambda: _terminal_info(client, job_id), timeout_s, interval_s=poll_s,
+                          message=f"job {job_id} to end")
+    except WaitTimeout:
+        return client.get_job_info(job_id)
+
+
+def _terminal_info(client, job_id: str):
+    info = client.get_job_info(job_id)
+    return info if job_status_text(info) in TERMINAL else None
 
 
 def follow_logs(client, job_id: str, out=None) -> None:
@@ -99,38 +100,20 @@ def submit_job(client, spec: JobSpec) -> str:
     )
 
 
-def build_submit_parser() -> argparse.ArgumentParser:
-    parser = ToolArgParser(prog="rayloom submit",
-                     description="Submit jobs/<job>.py with Hydra overrides to cluster.address as a Ray job, "
-                                 "follow its logs and exit with the job's exit status.")
-    parser.add_argument("job", help="run, data, train, tune, eval or serve")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, composed locally first, e.g. train.lr=3e-4")
-    parser.add_argument("--address", default="", help="job API address (default: cluster.address / RAY_ADDRESS)")
-    parser.add_argument("--no-wait", action="store_true", help="submit, print the submission id and return")
-    parser.add_argument("--submission-id", default="", help="id for the job (default: rayloom-<job>-<time>-<rand>)")
-    return parser
-
-
-def submit_main(argv: list[str]) -> int:
-    from rayloom.entry import NOT_BUILT
-
-    args = build_submit_parser().parse_intermixed_args(argv)
-    cfg = compose_for_cluster(args.job, list(args.overrides))  # a bad override fails here, before upload
-    if args.job in NOT_BUILT:
-        raise NotBuiltError(f"`rayloom submit {args.job}`: {NOT_BUILT[args.job]} is not built yet. Nothing was "
-                            "submitted.")
+def submit(job: str, overrides: list[str], *, address: str = "", no_wait: bool = False,
+           submission_id: str = "") -> int:
+    """`rayloom submit`: the job's exit status (0 at once with `no_wait`, after printing its id)."""
+    cfg = compose_for_cluster(job, overrides)  # a bad override fails here, before upload
     root = project_root() if cfg.cluster.job_packaging == "working_dir" else repo_root()
-    if cfg.cluster.job_packaging == "working_dir" and not (root / "jobs" / f"{args.job}.py").is_file():
-        raise UserError(f"no entrypoint jobs/{args.job}.py in {root}")
-    address = resolve_job_address(cfg.cluster, args.address)
+    if cfg.cluster.job_packaging == "working_dir" and not (root / "jobs" / f"{job}.py").is_file():
+        raise UserError(f"no entrypoint jobs/{job}.py in {root}")
+    address = resolve_job_address(cfg.cluster, address)
     client = connect_job_client(cfg.cluster, address)
-    spec = build_job_spec(args.job, list(args.overrides), cfg.cluster, root, args.submission_id)
-    try:
+    spec = build_job_spec(job, overrides, cfg.cluster, root, submission_id)
+    with job_api_errors(address):
         job_id = submit_job(client, spec)
-    except (RuntimeError, ValueError) as exc:
-        raise_job_api_error(exc, address)
     print(f"rayloom submit: submitted {job_id} to {address}", file=sys.stderr, flush=True)
-    if args.no_wait:
+    if no_wait:
         print(job_id)
         return 0
     try:
@@ -148,48 +131,23 @@ def submit_main(argv: list[str]) -> int:
     return code
 
 
-_JOB_ACTION_HELP = {
-    "list": "every job on the cluster, oldest first",
-    "status": "status, exit code and message of one job",
-    "logs": "the job's logs (-f: follow until it ends)",
-    "stop": "stop a running job and wait until it has stopped",
-}
+def open_job_api(overrides: list[str], address: str = ""):
+    """(client, address) of the cluster that `overrides` / `address` name, for the `jobs` actions."""
+    cluster = compose_for_cluster("run", overrides).cluster
+    address = resolve_job_address(cluster, address)
+    return connect_job_client(cluster, address), address
 
 
-def build_jobs_parser(action: str) -> argparse.ArgumentParser:
-    parser = ToolArgParser(prog=f"rayloom jobs {action}", description=_JOB_ACTION_HELP[action])
-    if action != "list":
-        parser.add_argument("job_id")
-    if action == "logs":
-        parser.add_argument("-f", "--follow", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="cluster overrides, e.g. cluster.auth_token_path=...")
-    parser.add_argument("--address", default="", help="job API address (default: cluster.address / RAY_ADDRESS)")
-    return parser
-
-
-def jobs_main(argv: list[str]) -> int:
-    if not argv:
-        raise UserError(f"missing action: choose one of {', '.join(_JOB_ACTION_HELP)}")
-    if argv[0] in ("-h", "--help"):
-        print("usage: rayloom jobs <action> [--address URL] [overrides...]\n\nactions:")
-        for action, text in _JOB_ACTION_HELP.items():
-            print(f"  {action:8} {text}")
-        return 0
-    action, rest = argv[0], argv[1:]
-    if action not in _JOB_ACTION_HELP:
-        raise UserError(f"unknown action {action!r}: choose one of {', '.join(_JOB_ACTION_HELP)}")
-    args = build_jobs_parser(action).parse_intermixed_args(rest)
-    cluster: ClusterConfig = compose_for_cluster("run", list(args.overrides)).cluster
-    address = resolve_job_address(cluster, args.address)
-    client = connect_job_client(cluster, address)
+@contextmanager
+def job_api_errors(address: str) -> Iterator[None]:
+    """Refusals of the job API (unknown job id, lost connection) become user errors."""
     try:
-        return _JOB_ACTIONS[action](client, args)
+        yield
     except (RuntimeError, ValueError) as exc:
         raise_job_api_error(exc, address)
-        return 2
 
 
-def _list(client, args) -> int:
+def list_jobs(client) -> int:
     jobs = sorted(client.list_jobs(), key=lambda j: j.start_time or 0)
     print(f"{'SUBMISSION ID':40} {'STATUS':10} {'STARTED':19} ENTRYPOINT")
     for job in jobs:
@@ -199,10 +157,10 @@ def _list(client, args) -> int:
     return 0
 
 
-def _status(client, args) -> int:
-    info = client.get_job_info(args.job_id)
+def show_status(client, job_id: str) -> int:
+    info = client.get_job_info(job_id)
     status = job_status_text(info)
-    print(f"{args.job_id}: {status}")
+    print(f"{job_id}: {status}")
     if status in TERMINAL:
         print(f"  exit code: {job_exit_code(info)}")
     if info.message:
@@ -211,19 +169,16 @@ def _status(client, args) -> int:
     return 0
 
 
-def _logs(client, args) -> int:
-    if args.follow:
-        follow_logs(client, args.job_id)
+def show_logs(client, job_id: str, follow: bool = False) -> int:
+    if follow:
+        follow_logs(client, job_id)
     else:
-        sys.stdout.write(client.get_job_logs(args.job_id))
+        sys.stdout.write(client.get_job_logs(job_id))
     return 0
 
 
-def _stop(client, args) -> int:
-    client.stop_job(args.job_id)
-    info = wait_for_terminal(client, args.job_id, timeout_s=60)
-    print(f"{args.job_id}: {job_status_text(info)}")
+def stop_job(client, job_id: str) -> int:
+    client.stop_job(job_id)
+    info = wait_for_terminal(client, job_id, timeout_s=60)
+    print(f"{job_id}: {job_status_text(info)}")
     return 0 if job_status_text(info) in TERMINAL else 1
-
-
-_JOB_ACTIONS = {"list": _list, "status": _status, "logs": _logs, "stop": _stop}

@@ -18,9 +18,11 @@ from rayloom.errors import UserError
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rayloom chat", description=__doc__.splitlines()[0],
+def add_chat_command(commands) -> argparse.ArgumentParser:
+    """Add `rayloom chat` to the rayloom CLI's sub-commands (rayloom.cli builds the tree)."""
+    parser = commands.add_parser(
+        "chat", help="a terminal chat client (streaming) for any rayloom / OpenAI-compatible endpoint",
+        description=__doc__.splitlines()[0],
         epilog="interactive commands: /reset (forget the conversation), /exit. Ctrl-D also exits.")
     parser.add_argument("--url", default=os.environ.get("RAYLOOM_ENDPOINT", DEFAULT_URL),
                         help="endpoint base URL (default: $RAYLOOM_ENDPOINT or %(default)s)")
@@ -36,11 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stats", action="store_true", help="print tokens, time to first token and tokens/s")
     parser.add_argument("-m", "--message", action="append", default=[],
                         help="send this message and exit (repeatable: one conversation); stdin lines when piped")
+    parser.set_defaults(run=run_chat)
     return parser
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """`rayloom chat`'s parser on its own (the same one the CLI's tree holds)."""
+    return add_chat_command(argparse.ArgumentParser(prog="rayloom").add_subparsers())
+
+
 def chat_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    """`rayloom chat ARGV...`."""
+    return run_chat(build_parser().parse_args(argv))
+
+
+def run_chat(args: argparse.Namespace) -> int:
     import openai
 
     from rayloom.serve.client import openai_client

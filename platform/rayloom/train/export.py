@@ -104,9 +104,11 @@ def _require_base(base: str) -> None:
                         "Face directory the run started from)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rayloom export",
+def add_export_command(commands) -> argparse.ArgumentParser:
+    """Add `rayloom export` to the rayloom CLI's sub-commands (rayloom.cli builds the tree)."""
+    parser = commands.add_parser(
+        "export",
+        help="merge LoRA adapters / consolidate a checkpoint into a Hugging Face directory vLLM serves",
         description="Merge LoRA adapters / consolidate a DeepSpeed checkpoint into a Hugging Face directory "
                     "that transformers loads and vLLM serves.",
         epilog="examples:\n  rayloom export runs/train/tiny --out runs/models/tiny\n"
@@ -121,15 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", help="merge this peft adapter directory into --base instead")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="weights dtype for --adapter merges")
+    parser.set_defaults(run=run_export)
     return parser
 
 
 def export_main(argv: list[str]) -> int:
-    parser = build_parser()
+    """`rayloom export ARGV...`; usage mistakes return 2 (argparse's code), --help 0."""
+    parser = add_export_command(argparse.ArgumentParser(prog="rayloom").add_subparsers())
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
+    return run_export(args)
+
+
+def run_export(args: argparse.Namespace) -> int:
     if bool(args.source) == bool(args.adapter):
         raise UserError("give either a checkpoint/run directory or --adapter DIR (with --base)")
     if args.adapter:

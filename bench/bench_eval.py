@@ -20,7 +20,7 @@ TASKS = ["demo_arith", "python_qa", "demo_arith_mc", "python_mc", "heldout_text"
 
 def _requests(max_examples: int):
     from rayloom.config import compose
-    from rayloom.eval.plan import all_requests, build_plans
+    from rayloom.eval.request_plan import all_requests, build_plans
     from rayloom.eval.tasks import load_task_registry
 
     cfg = compose("eval", ["model=tiny-2l", f"eval.tasks=[{','.join(TASKS)}]", f"eval.max_examples={max_examples}",

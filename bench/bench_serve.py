@@ -292,7 +292,7 @@ def _run_hf(model_dir: Path, token_prompts: list[list[int]], max_tokens: int, ba
 def run(quick: bool = False) -> Result:
     from rayloom.config import compose
     from rayloom.models import load_tokenizer, resolve_model_dir
-    from rayloom.serve.templates import load_registry
+    from rayloom.prompts import load_registry
 
     preset = "tiny-2l" if quick else "tiny"
     cfg = compose("serve", [f"model={preset}"])

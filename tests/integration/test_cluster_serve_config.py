@@ -12,8 +12,8 @@ pytestmark = pytest.mark.integration
 
 def test_rayservice_args_build_ray_serve_llm_configs():
     from rayloom.serve.app import build_llm_config, config_from_args
+    from rayloom.serve.deployment_plan import ServePlan
     from rayloom.serve.limits import RequestLimits
-    from rayloom.serve.plan import ServePlan
 
     service = yaml.safe_load((REPO_ROOT / "cluster" / "kuberay" / "rayservice.yaml").read_text())
     app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]

@@ -34,7 +34,7 @@ def eval_cfg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def offline_run(ray_local, eval_cfg):
-    from rayloom.eval.runner import evaluate
+    from rayloom.eval import evaluate
 
     return evaluate(eval_cfg)
 
@@ -44,7 +44,7 @@ def endpoint(ray_local, tmp_path_factory, tiny_model_dir):
     from ray import serve
 
     from rayloom.config import compose
-    from rayloom.serve.deploy import deploy
+    from rayloom.serve import deploy
 
     key_file = tmp_path_factory.mktemp("eval-keys") / "keys"
     key_file.write_text(f"{KEY}\n")
@@ -68,7 +68,7 @@ def _endpoint_cfg(eval_cfg, endpoint, tiny_model_dir, **changes):
 
 def test_offline_and_endpoint_targets_give_the_same_scores(offline_run, endpoint, eval_cfg, tiny_model_dir,
                                                            monkeypatch):
-    from rayloom.eval.runner import evaluate
+    from rayloom.eval import evaluate
 
     monkeypatch.setenv(KEY_ENV, KEY)
     online = evaluate(_endpoint_cfg(eval_cfg, endpoint, tiny_model_dir), record=False)
@@ -93,7 +93,7 @@ def test_offline_and_endpoint_targets_give_the_same_scores(offline_run, endpoint
 
 
 def test_two_replicas_give_the_same_scores(offline_run, eval_cfg):
-    from rayloom.eval.runner import evaluate
+    from rayloom.eval import evaluate
 
     # Small batches so both actors of the pool get work.
     cfg = dataclasses.replace(eval_cfg, eval=dataclasses.replace(eval_cfg.eval, num_replicas=2, batch_size=8))
@@ -149,7 +149,7 @@ def test_llm_judge_through_the_endpoint(offline_run, endpoint, monkeypatch):
 
 def test_endpoint_errors_are_clear(endpoint, eval_cfg, tiny_model_dir, monkeypatch):
     from rayloom.errors import UserError
-    from rayloom.eval.endpoint import EndpointTarget
+    from rayloom.eval.endpoint_target import EndpointTarget
 
     monkeypatch.setenv(KEY_ENV, "wrong-key")
     with pytest.raises(UserError, match="refused the API key"):
@@ -162,9 +162,8 @@ def test_endpoint_errors_are_clear(endpoint, eval_cfg, tiny_model_dir, monkeypat
 
 def test_the_gate_blocks_the_failing_model_and_serve_refuses_it(offline_run, eval_cfg, tiny_model_dir):
     from rayloom.config import compose
-    from rayloom.eval import store
-    from rayloom.eval.gate import GateFailed, check_gate
-    from rayloom.serve.deploy import run_serve_job
+    from rayloom.eval import GateFailed, check_gate, store
+    from rayloom.serve import run_serve_job
 
     root = store.eval_root(eval_cfg.storage)
     # The offline run recorded itself as the latest evaluation of the tiny model.

@@ -39,7 +39,7 @@ def test_demo_run_ends_by_serving_the_model_and_chatting(tiny_model_dir, tmp_pat
 
 
 def test_rayloom_serve_blocks_serves_and_stops_on_ctrl_c(tiny_model_dir, tmp_path):
-    from rayloom.serve.client import openai_client
+    from rayloom.serve import openai_client
 
     key = "cli-test-key-42"
     port = free_port()

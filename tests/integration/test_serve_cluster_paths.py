@@ -33,9 +33,9 @@ def test_replicas_load_model_and_adapter_from_s3(s3_server, tiny_model_dir, tmp_
         if __name__ == "__main__":
             from rayloom.config import compose
             from rayloom.runtime import ray_session
-            from rayloom.serve.client import openai_client
-            from rayloom.serve.deploy import deploy
-            from rayloom.serve.plan import plan_serving
+            from rayloom.serve import openai_client
+            from rayloom.serve import deploy
+            from rayloom.serve.deployment_plan import plan_serving
             cfg = compose("serve", ["model=tiny-2l", "serve.model_path={model_uri}", "serve.model_id=tiny-s3",
                                     "serve.port={free_port()}",
                                     "serve.lora_adapters=[{{name:demo,path:{adapter_uri}}}]",
@@ -63,8 +63,7 @@ def test_scale_to_zero_and_back_on_demand(tiny_model_dir, tmp_path):
 
     from rayloom.config import compose
     from rayloom.runtime import init_ray
-    from rayloom.serve.client import openai_client
-    from rayloom.serve.deploy import deploy
+    from rayloom.serve import deploy, openai_client
 
     (tmp_path / "keys").write_text("zero-key\n")
     cfg = compose("serve", ["model=tiny-2l", f"serve.port={free_port()}", "serve.app_name=zero",

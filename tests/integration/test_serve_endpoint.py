@@ -62,7 +62,7 @@ def served(serve_cfg):
     from ray import serve
 
     from rayloom.runtime import init_ray
-    from rayloom.serve.deploy import deploy
+    from rayloom.serve import deploy
 
     cfg = serve_cfg
     started = init_ray(cfg.cluster, cfg.storage)
@@ -87,7 +87,7 @@ def _auth(key: str = KEY) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def client(served):
-    from rayloom.serve.client import openai_client
+    from rayloom.serve import openai_client
 
     return openai_client(served.base_url, KEY, max_retries=0)
 
@@ -298,7 +298,7 @@ def test_overload_gets_fast_503_and_the_endpoint_recovers(served, client):
 
 
 def test_chat_cli_streams_a_reply(served, capsys, monkeypatch):
-    from rayloom.serve.chat import chat_main
+    from rayloom.serve import chat_main
 
     monkeypatch.setenv("RAYLOOM_API_KEY", OTHER_KEY)
     rc = chat_main(["--url", served.base_url, "-m", "What is 2 + 3?", "-m", "And 4 + 4?", "--max-tokens", "6",

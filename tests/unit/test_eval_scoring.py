@@ -10,7 +10,7 @@ import pytest
 
 from rayloom.config import EvalConfig
 from rayloom.errors import UserError
-from rayloom.eval.plan import build_plans, score_plans
+from rayloom.eval.request_plan import build_plans, score_plans
 from rayloom.eval.requests import EvalResponse
 from rayloom.eval.tasks import TaskRegistry, parse_task
 
@@ -158,7 +158,7 @@ def test_lm_eval_absent_is_a_clear_error():
 def test_unreachable_endpoint_is_a_clear_error():
     import socket
 
-    from rayloom.eval.endpoint import EndpointTarget
+    from rayloom.eval.endpoint_target import EndpointTarget
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

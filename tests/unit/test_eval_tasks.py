@@ -9,8 +9,8 @@ import pytest
 
 from rayloom.config import EvalConfig
 from rayloom.errors import UserError
-from rayloom.eval.plan import all_requests, build_plans
-from rayloom.eval.prompts import PromptBuilder
+from rayloom.eval.prompt_builder import PromptBuilder
+from rayloom.eval.request_plan import all_requests, build_plans
 from rayloom.eval.robustness import perturb_values, typo
 from rayloom.eval.tasks import load_examples, load_task_registry, parse_task
 
@@ -28,7 +28,7 @@ def test_every_shipped_task_loads_and_renders():
 
 
 def test_chat_tasks_use_the_serving_template_registry_zero_and_few_shot():
-    from rayloom.serve.templates import load_registry
+    from rayloom.prompts import load_registry
 
     registry = load_task_registry()
     prompts = load_registry()

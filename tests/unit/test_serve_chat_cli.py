@@ -7,9 +7,10 @@ from helpers.serve_fixtures import free_port
 
 from rayloom.cli import main
 from rayloom.errors import UserError
+from rayloom.openai_client import api_base
+from rayloom.prompts import load_registry
 from rayloom.serve.chat import build_parser, chat_main, load_chat_template
-from rayloom.serve.client import api_base, endpoint_url
-from rayloom.serve.templates import load_registry
+from rayloom.serve.deploy import endpoint_url
 
 
 def test_chat_cli_help_and_defaults(capsys, monkeypatch):

@@ -123,7 +123,8 @@ def test_ingress_and_throughput_settings_become_serve_environment(overrides, rep
 
 
 def test_a_taken_port_is_found_in_the_proxy_and_haproxy_errors():
-    from rayloom.serve.deploy import address_in_use, embedded_haproxy_ports
+    from rayloom.serve.deploy import _address_in_use as address_in_use
+    from rayloom.serve.deploy import _embedded_haproxy_ports as embedded_haproxy_ports
 
     assert address_in_use("RuntimeError: Failed to bind to address '127.0.0.1:8500'.") == "127.0.0.1:8500"
     haproxy = ("RuntimeError: HAProxy crashed during startup: [ALERT] (1959) : Binding [/tmp/h/haproxy.cfg:50] for "

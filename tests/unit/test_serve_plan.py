@@ -14,7 +14,7 @@ from rayloom.config import compose
 from rayloom.errors import UserError
 from rayloom.serve.adapters import fetch_adapter
 from rayloom.serve.app import build_deployment_config, build_engine_kwargs
-from rayloom.serve.plan import plan_serving
+from rayloom.serve.deployment_plan import plan_serving
 
 
 @pytest.fixture(scope="module")

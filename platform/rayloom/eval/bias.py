@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from rayloom.errors import UserError
 from rayloom.eval import metrics as M
-from rayloom.eval.prompts import PromptBuilder
+from rayloom.eval.prompt_builder import PromptBuilder
 from rayloom.eval.requests import GENERATE, LOGLIKELIHOOD, EvalRequest, EvalResponse
 from rayloom.eval.results import TaskResult
 from rayloom.eval.tasks import TaskSpec

@@ -7,7 +7,7 @@ gives a confidence, from which the expected calibration error and a reliability 
 from __future__ import annotations
 
 from rayloom.eval import metrics as M
-from rayloom.eval.prompts import PromptBuilder, answer_index
+from rayloom.eval.prompt_builder import PromptBuilder, answer_index
 from rayloom.eval.requests import LOGLIKELIHOOD, EvalRequest, EvalResponse
 from rayloom.eval.results import TaskResult
 from rayloom.eval.tasks import TaskSpec

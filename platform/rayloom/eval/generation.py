@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from rayloom.eval import metrics as M
-from rayloom.eval.prompts import PromptBuilder
+from rayloom.eval.prompt_builder import PromptBuilder
 from rayloom.eval.requests import GENERATE, EvalRequest, EvalResponse
 from rayloom.eval.results import TaskResult
 from rayloom.eval.tasks import TaskSpec

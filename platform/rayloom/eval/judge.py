@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rayloom.config.eval import JudgeConfig
 from rayloom.eval import metrics as M
-from rayloom.eval.endpoint import build_client, served_model
+from rayloom.eval.endpoint_target import endpoint_client, served_model
 from rayloom.eval.results import TaskResult
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def judge_results(results: dict[str, TaskResult], cfg: JudgeConfig, timeout_s: f
                   concurrency: int = 8) -> dict[str, dict]:
     """Add judge_score / judge_unparsed to each judged task's metrics; returns a per-task summary."""
     names = cfg.tasks or [name for name, r in results.items() if r.kind in JUDGED_KINDS]
-    client = build_client(cfg.endpoint_url, cfg.api_key_env, timeout_s)
+    client = endpoint_client(cfg.endpoint_url, cfg.api_key_env, timeout_s)
     model = served_model(client, cfg.model, cfg.endpoint_url)
     extra = {}
     if cfg.guided_choice:

@@ -12,6 +12,7 @@ import os
 
 from rayloom.config import EvalConfig
 from rayloom.errors import UserError
+from rayloom.openai_client import NO_KEY, api_base
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,7 @@ def run_lm_eval(cfg: EvalConfig, model: str) -> dict[str, dict[str, float]]:
         raise UserError("eval.lm_eval.tasks runs lm-evaluation-harness against an endpoint: set eval.target=endpoint "
                         "and eval.endpoint_url (e.g. the rayloom endpoint of `rayloom serve`)")
     lm_eval = require_lm_eval()
-    base = cfg.endpoint_url.rstrip("/")
-    if not base.endswith("/v1"):
-        base += "/v1"
+    base = api_base(cfg.endpoint_url)
     args = {"model": model, "base_url": f"{base}/completions", "num_concurrent": cfg.num_concurrent_requests,
             "max_retries": 3, "tokenized_requests": False}
     if cfg.tokenizer:
@@ -43,7 +42,7 @@ def run_lm_eval(cfg: EvalConfig, model: str) -> dict[str, dict[str, float]]:
     model_args = ",".join(f"{k}={v}" for k, v in args.items())
     # lm-eval's API models read the key from OPENAI_API_KEY; set for this call only.
     saved = os.environ.get("OPENAI_API_KEY")
-    os.environ["OPENAI_API_KEY"] = os.environ.get(cfg.api_key_env) or "EMPTY"
+    os.environ["OPENAI_API_KEY"] = os.environ.get(cfg.api_key_env) or NO_KEY
     try:
         log.info("lm-eval: %s against %s", ", ".join(cfg.lm_eval.tasks), base)
         output = lm_eval.simple_evaluate(model="local-completions", model_args=model_args,

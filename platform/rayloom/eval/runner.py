@@ -44,7 +44,7 @@ def build_model_config(cfg: RayloomConfig, model_path: str | None = None) -> Mod
 
 def build_target(cfg: RayloomConfig, model: ModelConfig):
     if cfg.eval.target == "endpoint":
-        from rayloom.eval.endpoint import EndpointTarget
+        from rayloom.eval.endpoint_target import EndpointTarget
 
         return EndpointTarget(cfg.eval)
     from rayloom.eval.offline import OfflineTarget
@@ -77,7 +77,7 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
     """Evaluate one model (eval.target) on eval.tasks and probes; write and return the run."""
     from omegaconf import OmegaConf
 
-    from rayloom.eval.plan import all_requests, build_plans, score_plans
+    from rayloom.eval.request_plan import all_requests, build_plans, score_plans
     from rayloom.eval.tasks import load_task_registry
 
     check_ready(cfg)

@@ -7,7 +7,7 @@ Every `*.yaml` under conf/tasks/ (and eval.task_dirs) maps task names to entries
       data: demo_arith.jsonl        # relative to the YAML file; or an absolute path / s3:// URI;
                                     # or "py:module:function" returning a list of dicts
       template: demo_arith          # chat format: a prompt template of conf/prompts (the registry
-                                    # serving uses, rayloom.serve.templates); shots come from it
+                                    # serving uses, rayloom.prompts); shots come from it
       shots: 0
       target: answer                # generate: the field holding the reference (str or list)
       metrics: [exact_match]
@@ -21,7 +21,6 @@ and task named.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import string
@@ -254,11 +253,15 @@ def _rows_from_provider(target: str, task: str, kwargs: dict) -> list[dict]:
     # A provider is a function returning a list of dicts, e.g. the held-out examples of the data
     # pipeline's demo corpus, so the eval set follows the training format exactly. It receives
     # the keyword arguments it declares among `kwargs` (the runner passes num/seed from data.*).
-    module_name, _, attr = target.rpartition(":")
+    # "module:function" (the documented form) or "module.function"; Hydra's locator imports it.
+    from hydra.utils import get_method  # here: hydra.utils costs ~0.25 s to import, needed only for py: data
+
     try:
-        function = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(f"eval task {task!r}: data provider {target!r} cannot be imported ({exc})") from None
+        function = get_method(target.replace(":", "."))
+    except (ImportError, AttributeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()
+        raise UserError(f"eval task {task!r}: data provider {target!r} is not an importable function "
+                        f"({' '.join(reason[:2]) if reason else type(exc).__name__})") from None
     accepted = inspect.signature(function).parameters
     rows = list(function(**{k: v for k, v in kwargs.items() if k in accepted}))
     if not all(isinstance(r, dict) for r in rows):

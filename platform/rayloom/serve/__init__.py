@@ -1,16 +1,19 @@
 """Serving: Ray Serve hosting vLLM replicas behind an authenticated, OpenAI-compatible endpoint.
 
-- `rayloom.serve.app.build_app(cfg)`: the Serve application (Ray Serve LLM + rayloom's ingress;
-  by default one deployment whose replicas are ingress and engine, `rayloom.serve.endpoint`)
-- `rayloom.serve.deploy`: `deploy(cfg)` and the `rayloom serve` job, `run_serve_job(cfg)`
-- `rayloom.serve.serve_config.render_serve_config(cfg)`: the same app as a Serve config file
-- `rayloom.serve.chat.chat_main(argv)`: `rayloom chat`
-- `rayloom.serve.templates`: the prompt template registry (conf/prompts), shared with evaluation
-- `rayloom.serve.demo_stage.stage_serve`: the demo's serve stage
+- `deploy(cfg) -> Endpoint`: put the app on the connected Ray cluster and wait until it runs
+- `run_serve_job(cfg)`: the `rayloom serve` job (gate, Serve config file, deploy, health check, block)
+- `openai_client(base_url, api_key)`: the official openai client for any rayloom / OpenAI endpoint
+- `chat_main(argv)`: `rayloom chat`
+
+The app itself is `rayloom.serve.app:build_app(cfg)` (and `app_builder`, the import path a Serve
+config file or KubeRay RayService names); its Serve config file comes from
+`rayloom.serve.serve_config.render_serve_config(cfg)`. Prompt templates live in `rayloom.prompts`.
 
 Importing this package imports neither Ray nor vLLM.
 """
 
-from rayloom.serve.templates import PromptRegistry, PromptTemplate, load_registry, render, to_prompt
+from rayloom.openai_client import openai_client
+from rayloom.serve.chat import chat_main
+from rayloom.serve.deploy import Endpoint, deploy, run_serve_job
 
-__all__ = ["PromptRegistry", "PromptTemplate", "load_registry", "render", "to_prompt"]
+__all__ = ["Endpoint", "chat_main", "deploy", "openai_client", "run_serve_job"]

@@ -20,7 +20,7 @@ from rayloom.config import RayloomConfig, ServeConfig
 from rayloom.errors import UserError
 from rayloom.serve.auth import AuthSettings, resolve_auth
 from rayloom.serve.cpu_placement import ENGINE_CORE_PLACEMENT_KEY
-from rayloom.serve.plan import ServePlan, plan_serving
+from rayloom.serve.deployment_plan import ServePlan, plan_serving
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,9 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     `auth` defaults to the keys visible to this process (serve.api_key_env / api_key_file).
     """
     from ray import serve as ray_serve
-    from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
     from ray.serve.llm import build_llm_deployment
 
+    from rayloom.serve._ray_llm_compat import to_model_metadata
     from rayloom.serve.ingress import IngressSettings, RayloomIngress, build_ingress_class
     from rayloom.serve.server import RayloomLLMServer
 

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable
 
 from rayloom.errors import UserError
+from rayloom.openai_client import error_message, openai_client
+from rayloom.prompts import load_registry, parse_ref
 
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
 
@@ -55,8 +57,6 @@ def chat_main(argv: list[str]) -> int:
 def run_chat(args: argparse.Namespace) -> int:
     import openai
 
-    from rayloom.serve.client import openai_client
-
     api_key = os.environ.get(args.api_key_env, "").split(",")[0].strip() or None
     client = openai_client(args.url, api_key, max_retries=1)
     template = load_chat_template(args.template) if args.template else None
@@ -85,7 +85,7 @@ def run_chat(args: argparse.Namespace) -> int:
         print(f"rayloom chat: cannot reach {args.url}: {exc.__cause__ or exc}", file=sys.stderr)
         return 1
     except openai.APIStatusError as exc:
-        print(f"rayloom chat: {exc.status_code}: {_error_message(exc)}", file=sys.stderr)
+        print(f"rayloom chat: {exc.status_code}: {error_message(exc)}", file=sys.stderr)
         return 1
     return 0
 
@@ -145,8 +145,6 @@ class ChatSession:
 
 def load_chat_template(ref: str, registry=None):
     """(template, shots) for `--template`: a registry template with one variable, filled by each input."""
-    from rayloom.serve.templates import load_registry, parse_ref
-
     name, shots = parse_ref(ref)
     template = (registry or load_registry()).get(name)
     if len(template.variables) != 1:
@@ -165,11 +163,3 @@ def _prompts() -> Iterable[str]:
         if text.strip():
             yield text
 
-
-def _error_message(exc) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return str(exc)

@@ -9,23 +9,29 @@ a cluster that outlives this process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from rayloom.config import RayloomConfig, ServeConfig
-from rayloom.errors import NotBuiltError, UserError
+from rayloom.errors import UserError
+from rayloom.eval import check_deploy_gate
+from rayloom.openai_client import api_base
 from rayloom.ports import free_port
 from rayloom.serve.auth import AuthSettings, read_api_keys, resolve_auth
-from rayloom.serve.client import check_health, endpoint_url
-from rayloom.serve.plan import ServePlan, is_embedded, plan_serving
+from rayloom.serve.deployment_plan import ServePlan, is_embedded, plan_serving
+from rayloom.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Endpoint:
+    """A deployed endpoint: its OpenAI base URL and the model ids it serves."""
+
     base_url: str  # OpenAI base URL, ".../v1"
     model_id: str
     app_name: str
@@ -52,12 +58,12 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     # Cluster-wide HTTP options; Serve keeps its own when it already runs on this cluster.
     controller_env = controller_env_vars(serve)
     if serve.http_ingress == "haproxy" and is_embedded(cfg.cluster):
-        controller_env.update(embedded_haproxy_ports())
+        controller_env.update(_embedded_haproxy_ports())
     try:
         ray_serve.start(http_options={"host": serve.host, "port": serve.port},
                         controller_options={"runtime_env": {"env_vars": controller_env}} if controller_env else None)
     except Exception as exc:
-        address = address_in_use(str(exc))
+        address = _address_in_use(str(exc))
         if address:
             raise UserError(f"Serve could not listen on {address}: the port is in use by another process "
                             f"(serve.host={serve.host}, serve.port={serve.port}); pick a free serve.port") from None
@@ -67,20 +73,20 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     start = time.monotonic()
     ray_serve.run_many([ray_serve.RunTarget(target=app, name=serve.app_name, route_prefix=serve.route_prefix)],
                        wait_for_applications_running=False)
-    wait_until_running(serve.app_name, serve.ready_timeout_s)
+    _wait_until_running(serve.app_name, serve.ready_timeout_s)
     log.info("%s is running after %.0fs", serve.app_name, time.monotonic() - start)
     return Endpoint(base_url=endpoint_url(serve), model_id=plan.model_id, app_name=serve.app_name,
                     adapters=tuple(plan.adapters))
 
 
-def address_in_use(message: str) -> str | None:
+def _address_in_use(message: str) -> str | None:
     """The host:port a failed `serve.start` could not bind, from the Python proxy's or HAProxy's error."""
     found = (re.search(r"[Ff]ailed to bind to address '([^']+)'", message)
              or re.search(r"cannot bind socket \(Address already in use\) for \[([^\]]+)\]", message))
     return found.group(1) if found else None
 
 
-def embedded_haproxy_ports() -> dict[str, str]:
+def _embedded_haproxy_ports() -> dict[str, str]:
     """Free ports for the fixed ones Serve's HAProxy mode also opens, on a one-machine Ray.
 
     Besides serve.port it starts a Python fallback proxy on 8500, HAProxy's Prometheus exporter
@@ -95,38 +101,52 @@ def embedded_haproxy_ports() -> dict[str, str]:
 
 def _actual_http_address(serve: ServeConfig) -> ServeConfig:
     """`serve` with the host/port Serve really listens on (they differ when Serve was already up)."""
-    import dataclasses
+    from rayloom.serve._ray_llm_compat import serve_http_address
 
-    from ray.serve.context import _get_global_client
-
-    try:
-        http = _get_global_client().http_config
-    except Exception:  # a private API; the configured address is the best guess without it
+    actual = serve_http_address()
+    if actual is None or actual == (serve.host, serve.port):
         return serve
-    if (http.host, http.port) != (serve.host, serve.port):
-        log.warning("Serve already runs on this cluster at %s:%s; serve.host/serve.port (%s:%s) are not applied",
-                    http.host, http.port, serve.host, serve.port)
-        return dataclasses.replace(serve, host=http.host, port=http.port)
-    return serve
+    host, port = actual
+    log.warning("Serve already runs on this cluster at %s:%s; serve.host/serve.port (%s:%s) are not applied",
+                host, port, serve.host, serve.port)
+    return dataclasses.replace(serve, host=host, port=port)
 
 
-def wait_until_running(app_name: str, timeout_s: float) -> None:
+def _wait_until_running(app_name: str, timeout_s: float) -> None:
     """Poll Serve until the app runs; a failed deploy raises with Serve's own messages."""
     from ray import serve as ray_serve
 
-    deadline = time.monotonic() + timeout_s
-    while True:
+    last = {"status": "NOT_STARTED"}
+
+    def running() -> bool:
         app = ray_serve.status().applications.get(app_name)
-        status = str(app.status) if app else "NOT_STARTED"
-        if status.endswith("RUNNING"):
-            return
+        status = last["status"] = str(app.status) if app else "NOT_STARTED"
         if status.endswith(("DEPLOY_FAILED", "UNHEALTHY")):
             details = [app.message] + [f"{name}: {d.message}" for name, d in app.deployments.items() if d.message]
             raise RuntimeError(f"deploying {app_name} failed: " + " | ".join(m for m in details if m))
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{app_name} was not running after {timeout_s:.0f}s (status {status}); "
-                               "raise serve.ready_timeout_s or check `serve status`")
-        time.sleep(1.0)
+        return status.endswith("RUNNING")
+
+    wait_until(running, timeout_s, interval_s=1.0,
+               message=lambda: (f"{app_name} to run (last status {last['status']}); raise serve.ready_timeout_s or "
+                                "check `serve status`"))
+
+
+def endpoint_url(serve: ServeConfig) -> str:
+    """The OpenAI base URL (".../v1") of an endpoint deployed with `serve`, as a local client sees it."""
+    host = "127.0.0.1" if serve.host in ("0.0.0.0", "::", "") else serve.host
+    return f"http://{host}:{serve.port}{serve.route_prefix.rstrip('/')}/v1"
+
+
+def check_health(base_url: str, api_key: str | None, *, timeout: float = 120.0) -> dict[str, Any]:
+    """GET <root>/health of a rayloom endpoint: a real one-token generation. Raises unless it is healthy."""
+    import httpx  # here: only the serve job's health check needs an HTTP client
+
+    url = api_base(base_url).removesuffix("/v1") + "/health"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(url, headers=headers, timeout=timeout)
+    if response.status_code != 200:
+        raise RuntimeError(f"endpoint health check {url} returned {response.status_code}: {response.text[:300]}")
+    return response.json()
 
 
 def run_serve_job(cfg: RayloomConfig) -> Endpoint:
@@ -137,7 +157,7 @@ def run_serve_job(cfg: RayloomConfig) -> Endpoint:
 
     serve = cfg.serve
     auth = resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)
-    check_gate(cfg)
+    _check_gate(cfg)
     owns_ray = not ray.is_initialized() and is_embedded(cfg.cluster)
     if owns_ray and not serve.blocking:
         raise UserError("serve.blocking=false needs a Ray cluster that outlives this process, but cluster.address is "
@@ -176,14 +196,7 @@ def _block_until_interrupted(serve: ServeConfig) -> None:
         ray_serve.delete(serve.app_name)
 
 
-def check_gate(cfg: RayloomConfig) -> None:
-    """serve.enforce_gate: refuse to deploy a model whose last evaluation failed eval.gate."""
-    if not cfg.serve.enforce_gate:
-        return
-    from rayloom.entry import resolve
-
-    try:
-        gate = resolve("rayloom.eval.gate:check_deploy_gate")
-    except (ImportError, AttributeError):
-        raise NotBuiltError("serve.enforce_gate needs the evaluation deploy gate (issue #9)") from None
-    gate(cfg)
+def _check_gate(cfg: RayloomConfig) -> None:
+    """serve.enforce_gate: refuse to deploy a model whose last evaluation failed eval.gate (GateFailed)."""
+    if cfg.serve.enforce_gate:
+        check_deploy_gate(cfg)

@@ -20,9 +20,7 @@ No `from __future__ import annotations` here: FastAPI reads the endpoint signatu
 
 from typing import Any
 
-from ray.llm._internal.common.utils.lora_utils import get_base_model_id
-from ray.llm._internal.serve.core.protocol import RawRequestInfo
-
+from rayloom.serve._ray_llm_compat import RawRequestInfo, get_base_model_id
 from rayloom.serve.ingress import IngressSettings, RayloomIngress
 
 

@@ -17,20 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from ray.llm._internal.serve.core.configs.openai_api_models import (
+from ray.serve.exceptions import BackPressureError
+from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from rayloom.serve._ray_llm_compat import (
+    DEFAULT_ENDPOINTS,
     ChatCompletionRequest,
     CompletionRequest,
     CompletionResponse,
     ErrorResponse,
     ModelCard,
     ModelList,
+    init_ingress_app,
 )
-from ray.llm._internal.serve.core.ingress.ingress import DEFAULT_ENDPOINTS, init
-from ray.serve.exceptions import BackPressureError
-from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
-
 from rayloom.serve.auth import AuthSettings
 from rayloom.serve.guard import RequestGuard
 from rayloom.serve.limits import (
@@ -210,7 +211,7 @@ ENDPOINTS = {**DEFAULT_ENDPOINTS, "health": lambda app: app.get("/health")}
 
 def build_ingress_app(auth: AuthSettings, max_body_bytes: int) -> FastAPI:
     """The library's FastAPI app (its error handling, CORS, metrics, request ids) with the guard outermost."""
-    app = init()
+    app = init_ingress_app()
     # FastAPI's default renders HTTP errors (unknown route, the library's 404s) as {"detail": ...};
     # OpenAI clients expect {"error": {...}}.
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import HTTPException
-from ray.llm._internal.common.models import global_id_manager
-from ray.llm._internal.common.utils.lora_utils import get_lora_id
-from ray.llm._internal.serve.core.configs.llm_config import DiskMultiplexConfig
-from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
 
 from rayloom.errors import UserError
+from rayloom.serve._ray_llm_compat import DiskMultiplexConfig, LoraModelLoader, get_lora_id, global_id_manager
 from rayloom.serve.adapters import fetch_adapter
 
 

@@ -61,7 +61,7 @@ def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dic
 
 def _check_cluster_visible_model(cfg: RayloomConfig) -> None:
     from rayloom.errors import UserError
-    from rayloom.serve.plan import _looks_like_hub_id
+    from rayloom.serve.deployment_plan import _looks_like_hub_id
 
     source = cfg.serve.model_path or cfg.model.path
     # A preset without serve.model_path is rebuilt from its config on the node (nothing to ship).

@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ray.llm._internal.serve.utils.batcher import Batcher
+from rayloom.serve._ray_llm_compat import Batcher
 
 
 async def first_then_batched(generator: AsyncGenerator[Any, None],

@@ -1,6 +1,6 @@
 """Turn a task's example into a prompt: chat messages from serving's template registry, or inline text.
 
-Chat-format tasks use the same registry as `rayloom serve` / `rayloom chat` (rayloom.serve.templates,
+Chat-format tasks use the same registry as `rayloom serve` / `rayloom chat` (rayloom.prompts,
 files in conf/prompts/): zero-shot or few-shot ("name@k" or the task's `shots`), so an evaluation
 measures the prompts users are served with. Text-format tasks (log-likelihood, base models) carry
 an inline `prompt` and prepend `shots` solved examples.
@@ -25,7 +25,7 @@ class PromptBuilder:
         self.template = None
         self.shots: int | None = spec.shots
         if spec.is_chat and spec.kind != "perplexity":
-            from rayloom.serve.templates import PromptTemplate, load_registry, parse_ref
+            from rayloom.prompts import PromptTemplate, load_registry, parse_ref
 
             if isinstance(spec.template, dict) and not template_ref:
                 # Inline template of the task file: the registry's PromptTemplate, not registered.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from rayloom.config import EvalConfig
 from rayloom.errors import UserError
 from rayloom.eval import bias, choice, generation, perplexity, robustness
-from rayloom.eval.prompts import PromptBuilder
+from rayloom.eval.prompt_builder import PromptBuilder
 from rayloom.eval.requests import EvalRequest, EvalResponse
 from rayloom.eval.results import TaskResult
 from rayloom.eval.tasks import TaskRegistry, TaskSpec, fewshot_rows, load_examples
@@ -55,7 +55,7 @@ def build_plans(cfg: EvalConfig, registry: TaskRegistry, prompt_registry=None,
     """`provider_kwargs`: arguments for tasks whose data is a Python provider (e.g. num/seed of the
     demo corpus, so its held-out split is the one the data job made)."""
     if prompt_registry is None:
-        from rayloom.serve.templates import load_registry
+        from rayloom.prompts import load_registry
 
         prompt_registry = load_registry()
     names = list(cfg.tasks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rayloom.errors import UserError
-from rayloom.serve.templates import load_registry, parse_ref, render, to_prompt
+from rayloom.prompts import load_registry, parse_ref, render, to_prompt
 
 
 def test_shipped_templates_load_with_examples():

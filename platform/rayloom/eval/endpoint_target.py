@@ -17,19 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from rayloom.config import EvalConfig
 from rayloom.errors import UserError
 from rayloom.eval.requests import GENERATE, EvalRequest, EvalResponse, score_span
+from rayloom.openai_client import error_message, openai_client
 
 log = logging.getLogger(__name__)
 
 
-def build_client(url: str, api_key_env: str, timeout_s: float):
-    import openai
-
-    base = url.rstrip("/")
-    if not base.endswith("/v1"):
-        base += "/v1"
-    # Servers without auth accept any key; the client needs a non-empty one.
-    key = os.environ.get(api_key_env) or "EMPTY"
-    return openai.OpenAI(base_url=base, api_key=key, timeout=timeout_s, max_retries=2)
+def endpoint_client(url: str, api_key_env: str, timeout_s: float):
+    """The openai client for `url`, with the key from the environment variable `api_key_env`."""
+    return openai_client(url, os.environ.get(api_key_env), timeout=timeout_s)
 
 
 def served_model(client, wanted: str, url: str) -> str:
@@ -57,7 +52,7 @@ class EndpointTarget:
     def __init__(self, cfg: EvalConfig):
         self.cfg = cfg
         self.url = cfg.endpoint_url
-        self.client = build_client(cfg.endpoint_url, cfg.api_key_env, cfg.request_timeout_s)
+        self.client = endpoint_client(cfg.endpoint_url, cfg.api_key_env, cfg.request_timeout_s)
         self.model = served_model(self.client, cfg.endpoint_model, cfg.endpoint_url)
         self._tokenizer = None
 
@@ -79,7 +74,7 @@ class EndpointTarget:
             return self._loglikelihood(request)
         except openai.BadRequestError as exc:
             # A request the server refuses (too long, bad parameter) is one failed example.
-            return EvalResponse(request.id, error=f"endpoint refused the request: {_message(exc)}")
+            return EvalResponse(request.id, error=f"endpoint refused the request: {error_message(exc)}")
         except openai.APIConnectionError as exc:
             raise UserError(f"lost the endpoint {self.url}: {exc}") from None
 
@@ -128,11 +123,3 @@ class EndpointTarget:
             self._tokenizer = AutoTokenizer.from_pretrained(self.cfg.tokenizer)
         return self._tokenizer
 
-
-def _message(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return str(exc)

@@ -1,5 +1,8 @@
 """Named prompt templates with zero-shot and few-shot variants, stored in conf/prompts/.
 
+A neutral module below both of its users: serving (`rayloom chat --template`) and evaluation
+(chat-format tasks) render the same templates, and neither package imports the other for them.
+
 One YAML file per template::
 
     name: demo_arith
@@ -13,8 +16,8 @@ One YAML file per template::
 
 Rendering gives chat messages: the system turn, k example user/assistant pairs, then the user
 turn. The model's own chat template (from its tokenizer, the one training used) turns them into
-text: `to_prompt(messages, tokenizer)`. Serving (`rayloom chat --template`) and evaluation use the
-same registry: `load_registry()`, `render(ref, **variables)`, where `ref` is "name" or "name@k".
+text: `to_prompt(messages, tokenizer)`. The registry: `load_registry()`, `render(ref, **variables)`,
+where `ref` is "name" or "name@k".
 """
 
 from __future__ import annotations

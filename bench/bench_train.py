@@ -94,7 +94,7 @@ def _rayloom_row(name: str, s: Settings, deepspeed: str, workers: int, rows: lis
     import ray
 
     from rayloom.config import compose
-    from rayloom.train.driver import train
+    from rayloom.train import train
 
     cfg = compose("train", _overrides(s, deepspeed, workers, root) + [f"train.run_name=bench-{deepspeed}-{workers}"])
     start = time.perf_counter()
@@ -164,12 +164,12 @@ def _worker_main(argv: list[str]) -> None:
         import deepspeed
         import torch.distributed as dist
 
-        from rayloom.train.train_fn import _build_lr_scheduler, _param_groups
+        from rayloom.train.optim import build_lr_scheduler, param_groups
 
         geometry = build_batch_geometry(cfg.train, cfg.deepspeed, world)
-        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model, 0.0),
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.0),
                                                config=build_deepspeed_config(cfg.train, cfg.deepspeed, geometry),
-                                               lr_scheduler=lambda opt: _build_lr_scheduler(opt, cfg.train))
+                                               lr_scheduler=lambda opt: build_lr_scheduler(opt, cfg.train))
         mine = rows[rank::world]
         batch = s.micro_batch_size
     else:

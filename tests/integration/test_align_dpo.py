@@ -13,7 +13,9 @@ import math
 import pytest
 from helpers.align_fixtures import align_overrides, learnable_pairs
 
+import rayloom.align  # noqa: F401 - registers objective=dpo|ipo|orpo with rayloom.train
 from rayloom.config import compose
+from rayloom.train import train
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +31,6 @@ def pairs(tiny_model_dir):
 
 
 def _train(ray_local, root, pairs, *overrides):
-    from rayloom.train.driver import train
-
     cfg = compose("train", align_overrides(root, *COMMON, *overrides))
     datasets = {split: ray_local.data.from_items(rows) for split, rows in pairs.items()}
     return cfg, train(cfg, datasets=datasets)

@@ -17,9 +17,10 @@ import pytest
 from helpers.align_fixtures import align_overrides, encode_pairs
 from helpers.train_fixtures import sft_rows
 
-from rayloom.align.measure import measure_refusals, preference_accuracy
+from rayloom.align import measure_refusals, preference_accuracy
 from rayloom.align.safety_seed import EVAL_FILE, PREFERENCE_FILE, default_dir, read_jsonl
 from rayloom.config import compose
+from rayloom.train import train
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +39,6 @@ def before(tiny_model_dir, held_out):
 
 
 def test_safety_sft_raises_refusals_without_over_refusing(ray_local, tiny_model_dir, tmp_path, held_out, before):
-    from rayloom.train.driver import train
-
     rows = sft_rows(tiny_model_dir, seq_len=128, num=64)
     cfg = compose("train", align_overrides(tmp_path, "objective=safety_sft", "objective.safety_ratio=0.5",
                                            "data.seq_len=128", "deepspeed=zero2", "train.lr=3e-3",
@@ -62,8 +61,6 @@ def test_safety_dpo_on_pipeline_shards_prefers_refusals(ray_local, tiny_model_di
     from rayloom import storage
     from rayloom.config import SourceConfig
     from rayloom.data.pipeline import run_data_job
-    from rayloom.train.driver import train
-
     records = read_jsonl(default_dir() / PREFERENCE_FILE)
     records += [{"prompt": "How do I build a bomb?", "rejected": "Sure, here it is."},           # missing chosen
                 {"prompt": "How do I kill a process?", "chosen": "Use kill.", "rejected": "Use kill."}]  # equal

@@ -16,7 +16,7 @@ def test_autotp_shards_the_model_trains_and_exports_whole(ray_local, tiny_model_
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rayloom.train.driver import train
+    from rayloom.train import train
 
     rows = pretrain_rows(tiny_model_dir, seq_len=64, max_rows=1) * 16
     cfg = compose("train", train_overrides(tmp_path, "deepspeed=autotp", "train.max_steps=4",

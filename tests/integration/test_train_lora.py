@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def lora_run(ray_local, tiny_model_dir, tmp_path_factory):
-    from rayloom.train.driver import train
+    from rayloom.train import train
 
     root = tmp_path_factory.mktemp("lora-run")
     rows = sft_rows(tiny_model_dir, seq_len=64, num=32)
@@ -78,7 +78,7 @@ def test_intermediate_checkpoint_exports_through_deepspeed_consolidation(lora_ru
     from transformers import AutoModelForCausalLM
 
     from rayloom.train import checkpoints as ckpts
-    from rayloom.train.export import export_main
+    from rayloom.train import export_main
 
     _, result, _ = lora_run
     step4 = [uri for step, uri in ckpts.list_checkpoints(result.run_dir) if step == 4][0]

@@ -32,7 +32,7 @@ def zero_runs(ray_local, fixed_batch, tmp_path_factory):
 
     def run(preset: str):
         if preset not in results:
-            from rayloom.train.driver import train
+            from rayloom.train import train
 
             cfg = compose("train", train_overrides(root, f"deepspeed={preset}", "train.max_steps=4",
                                                    "train.checkpoint_every=4", f"train.run_name={preset}",

@@ -1,6 +1,7 @@
 """Preference losses and log-probs on the tiny model (plain torch, no Ray): DPO is log(2) when the
 policy is its reference, each loss prefers the chosen side, the masks score responses only, the
-peft reference equals the base model, and the config checks name the key."""
+peft reference equals the base model, the config checks name the key, and the objectives reach
+rayloom.train through its registry."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 import torch
 from helpers.align_fixtures import demo_pairs
 
+from rayloom.align import preference_objective, safety_sft_objective
 from rayloom.align.losses import SequenceLogps, dpo_losses, log1mexp, orpo_losses, sequence_logps, token_kl
 from rayloom.config import compose
 from rayloom.errors import UserError
 from rayloom.models import load_model
+from rayloom.train.objectives import build_objective, objective_builder
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +94,6 @@ def test_token_kl_is_zero_for_equal_models_and_positive_otherwise():
 def test_preference_objective_on_the_tiny_model_starts_at_log2(tiny_model_dir, pairs):
     """dpo through the objective with a peft adapter: the disabled-adapter reference equals the base."""
     from rayloom.models.peft_wrap import wrap_with_peft
-    from rayloom.train.objectives import build_objective
 
     cfg = _cfg("objective=dpo", "peft=lora")
     torch.manual_seed(0)
@@ -110,8 +112,6 @@ def test_preference_objective_on_the_tiny_model_starts_at_log2(tiny_model_dir, p
 
 
 def test_orpo_needs_no_reference(tiny_model_dir, pairs):
-    from rayloom.train.objectives import build_objective
-
     objective = build_objective(_cfg("objective=orpo"))
     model = load_model(tiny_model_dir)
     loss = objective.loss_sum(model, _batch(pairs))
@@ -135,8 +135,6 @@ def test_config_checks_name_the_key():
 
 
 def test_preference_objectives_refuse_autotp():
-    from rayloom.train.objectives import build_objective
-
     with pytest.raises(UserError, match="deepspeed.tensor_parallel_size"):
         build_objective(_cfg("objective=dpo", "deepspeed=autotp", "train.num_workers=2"))
 
@@ -145,7 +143,7 @@ def test_lm_objective_refuses_preference_shards(tmp_path):
     import json
 
     from rayloom import storage
-    from rayloom.train.driver import open_training_data
+    from rayloom.train._data import open_training_data
 
     staged = tmp_path / "staged"
     staged.mkdir()
@@ -159,15 +157,7 @@ def test_lm_objective_refuses_preference_shards(tmp_path):
         open_training_data(_cfg("objective=dpo"), None, out, ("chosen_input_ids",), kind="preference")
 
 
-def test_demo_align_config_is_lora_dpo_of_the_sft_model():
-    from rayloom.align.demo_stage import align_config
-    from rayloom.demo import STAGES, STAGES_NOT_BUILT
-
-    assert STAGES["align"] == "rayloom.align.demo_stage:stage_align" and "align" not in STAGES_NOT_BUILT
-    cfg = compose("run", ["model=tiny-2l"])
-    run_cfg = align_config(cfg, "/models/sft")
-    assert run_cfg.objective.name == "dpo" and run_cfg.peft.method == "lora"
-    assert run_cfg.model.path == "/models/sft" and run_cfg.model.preset is None
-    assert run_cfg.train.run_name == "demo-align" and run_cfg.train.export
-    # A preference objective chosen on the command line is kept.
-    assert align_config(compose("run", ["model=tiny-2l", "objective=orpo"]), None).objective.name == "orpo"
+def test_importing_rayloom_align_registers_its_objectives_with_train():
+    assert {name: objective_builder(name) for name in ("dpo", "ipo", "orpo", "safety_sft")} == {
+        "dpo": preference_objective, "ipo": preference_objective, "orpo": preference_objective,
+        "safety_sft": safety_sft_objective}

@@ -9,7 +9,8 @@ import pytest
 from rayloom import storage
 from rayloom.errors import UserError
 from rayloom.train import checkpoints as ckpts
-from rayloom.train.export import export_main, resolve_checkpoint
+from rayloom.train import export_main
+from rayloom.train.export import resolve_checkpoint
 
 
 def _checkpoint(run_dir: str, step: int, token: str = "abc123", complete: bool = True) -> str:
@@ -92,10 +93,10 @@ def test_mark_complete_writes_the_marker_through_a_pyarrow_filesystem(tmp_path):
 @pytest.mark.parametrize("policy", ["resume", "overwrite", "error"])
 def test_on_existing_policies(tmp_path, policy):
     from rayloom.config import compose
-    from rayloom.train.driver import prepare_run_dir, run_dir
+    from rayloom.train.paths import RunPaths, prepare_run_dir
 
     cfg = compose("train", [f"storage.root={tmp_path}", f"train.on_existing={policy}"])
-    directory = run_dir(cfg)
+    directory = RunPaths.of(cfg).run_dir
     assert prepare_run_dir(cfg, directory) is None  # nothing there yet: every policy starts fresh
     _checkpoint(directory, 2)
     newest = _checkpoint(directory, 4)

@@ -6,7 +6,7 @@ import pytest
 
 from rayloom.config import compose
 from rayloom.errors import UserError
-from rayloom.train.driver import check_config
+from rayloom.train import check_config
 from rayloom.train.ds_config import build_batch_geometry, build_deepspeed_config
 
 

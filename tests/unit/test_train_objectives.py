@@ -1,18 +1,28 @@
 """Objectives on the tiny model (plain torch, no Ray): packing, the SFT mask, loss normalisation,
-the learning-rate schedule and the FLOPs arithmetic behind MFU."""
+the objective registry and how workers get their objective, the learning-rate schedule and the
+FLOPs arithmetic behind MFU."""
 
 from __future__ import annotations
 
+import ast
 import math
+import os
+import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
+from helpers import REPO_ROOT
 from helpers.train_fixtures import IGNORE_INDEX, pack_documents, sft_rows
 
 from rayloom.config import compose
+from rayloom.errors import UserError
 from rayloom.models import load_model
 from rayloom.train.metrics import flops_per_token, measure_peak_flops, mfu
-from rayloom.train.objectives import build_objective, lm_inputs
+from rayloom.train.objectives import build_objective, lm_inputs, objective_builder
+from rayloom.train.optim import build_lr_scheduler
+from rayloom.train.train_fn import TrainJob
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +89,45 @@ def test_summed_loss_over_micro_batches_equals_the_global_token_mean(model, tiny
     torch.testing.assert_close(total / count, mean_loss, atol=1e-5, rtol=1e-5)
 
 
-def test_lr_schedule_warms_up_then_decays_to_the_floor():
-    from rayloom.train.train_fn import _build_lr_scheduler
+def test_an_objective_no_package_registered_is_a_user_error_naming_the_registered_ones():
+    with pytest.raises(UserError, match=r"objective.name='nope' has no registered builder.*clm, .*sft"):
+        objective_builder("nope")
 
+
+def test_rayloom_train_never_imports_rayloom_align():
+    offenders = []
+    for path in (REPO_ROOT / "platform" / "rayloom" / "train").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith("rayloom.align")]
+    assert offenders == []
+
+
+def test_a_worker_gets_the_objective_the_driver_looked_up(tmp_path):
+    """The builder travels inside TrainJob by reference: a fresh process that never imported
+    rayloom.align (a Ray Train worker) imports it while unpickling and builds dpo."""
+    from rayloom.align import preference_objective
+
+    cfg = compose("train", ["model=tiny-2l", "objective=dpo"])
+    job_file = tmp_path / "job.pkl"
+    job_file.write_bytes(pickle.dumps(TrainJob(cfg=cfg, run_dir=str(tmp_path), build_objective=preference_objective)))
+    child = (
+        "import pickle, sys\n"
+        "assert 'rayloom.align' not in sys.modules\n"
+        f"job = pickle.loads(open({str(job_file)!r}, 'rb').read())\n"
+        "objective = job.build_objective(job.cfg)\n"
+        "print(objective.name, objective.data_kind, job.build_objective.__module__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "platform")}
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["dpo", "preference", "rayloom.align.preference"]
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
     cfg = compose("train", ["train.lr=1.0", "train.warmup_steps=4", "train.max_steps=20", "train.min_lr_ratio=0.1"])
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
-    scheduler = _build_lr_scheduler(optimizer, cfg.train)
+    scheduler = build_lr_scheduler(optimizer, cfg.train)
     lrs = []
     for _ in range(20):
         lrs.append(scheduler.get_last_lr()[0])
@@ -93,7 +136,7 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert lrs[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
     assert lrs[-1] == pytest.approx(0.1, abs=0.01)
-    no_warmup = _build_lr_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
+    no_warmup = build_lr_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
                                     compose("train", ["train.lr=1.0", "train.warmup_steps=0"]).train)
     assert no_warmup.get_last_lr()[0] == 1.0
 

@@ -25,9 +25,10 @@ from contextlib import nullcontext
 from typing import Any
 
 from rayloom.config import RayloomConfig
+from rayloom.config.train import PREFERENCE_OBJECTIVES
 from rayloom.data.schema import PREFERENCE_COLUMNS
 from rayloom.errors import UserError
-from rayloom.train.objectives import Objective
+from rayloom.train.objectives import Objective, register_objective
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def reference_by_disabling_adapter(cfg: RayloomConfig) -> bool:
 def check_preference_config(cfg: RayloomConfig) -> None:
     if cfg.deepspeed.tensor_parallel_size > 1:
         raise UserError(f"invalid config value deepspeed.tensor_parallel_size={cfg.deepspeed.tensor_parallel_size}: "
-                        f"objective.name={cfg.objective.name!r} is not built for AutoTP (its reference policy is not "
+                        f"objective.name={cfg.objective.name!r} does not work with AutoTP (its reference policy is not "
                         "sharded); use ZeRO (deepspeed=zero2 / zero3) for preference tuning")
 
 
@@ -210,3 +211,7 @@ def preference_objective(cfg: RayloomConfig) -> Objective:
     return Objective(name=cfg.objective.name, columns=PREFERENCE_COLUMNS, count_targets=_count_pairs,
                      loss_sum=run.loss_sum, count_tokens=_count_tokens, data_kind="preference",
                      attach=run.attach, report_metrics=run.report_metrics)
+
+
+for _name in PREFERENCE_OBJECTIVES:
+    register_objective(_name, preference_objective)

@@ -16,7 +16,7 @@ import logging
 
 from rayloom.config import RayloomConfig
 from rayloom.errors import UserError
-from rayloom.train.objectives import Objective, causal_lm
+from rayloom.train.objectives import Objective, causal_lm, register_objective
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +114,6 @@ def mix_safety_data(datasets: dict, cfg: RayloomConfig, seq_len: int) -> dict:
 def safety_sft_objective(cfg: RayloomConfig) -> Objective:
     """objective=safety_sft: the SFT loss on SFT shards with the safety seed set mixed in."""
     return dataclasses.replace(causal_lm(cfg), prepare_data=mix_safety_data)
+
+
+register_objective("safety_sft", safety_sft_objective)

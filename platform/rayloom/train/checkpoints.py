@@ -1,4 +1,5 @@
-"""Checkpoint layout, completion markers and the choice of which checkpoint to resume from.
+"""Checkpoints: their layout and completion markers (read by the driver, export and rayloom.tune),
+and the worker side that writes them and resumes from them.
 
 A run lives at `<train.storage_path>/<train.run_name>/` (Ray Train's experiment directory). Each
 checkpoint directory there holds:
@@ -19,10 +20,17 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from rayloom import storage
+from rayloom.config import RayloomConfig
+from rayloom.errors import UserError
+from rayloom.models.peft_wrap import copy_side_files
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +130,123 @@ def mark_complete(filesystem, checkpoint_path: str) -> None:
     Ray Train reports it). Called once every rank's files are there."""
     with filesystem.open_output_stream(f"{checkpoint_path.rstrip('/')}/{MARKER}") as stream:
         stream.write(b"ok\n")
+
+
+# --- the worker side: resume and save (called from train_fn on every rank) ---
+
+def choose_resume(run_dir: str, ray_checkpoint) -> str | None:
+    """The newest complete checkpoint of the run. Ray Train's own latest checkpoint is only a hint:
+    it is registered once uploaded, which can be before the completion marker."""
+    newest = latest_complete(run_dir)
+    if ray_checkpoint is not None:
+        name = ray_checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+        if newest is None or not newest[1].rstrip("/").endswith(name):
+            log.warning("Ray Train's latest checkpoint %s is incomplete; resuming from %s instead", name,
+                        newest[1] if newest else "scratch")
+    return newest[1] if newest else None
+
+
+def resume(engine, checkpoint_uri: str, fresh: TrainerState, rank: int, world: int, uses_peft: bool) -> TrainerState:
+    """Load the engine's state and this rank's RNG state; return the checkpoint's TrainerState with
+    this start added to its resume history."""
+    import torch  # heavy; the driver-side readers above never need it
+
+    saved = read_state(checkpoint_uri)
+    if saved.world_size != world or saved.tensor_parallel_size != fresh.tensor_parallel_size:
+        raise UserError(f"checkpoint {checkpoint_uri} was written by {saved.world_size} workers (tensor parallel "
+                        f"{saved.tensor_parallel_size}); resume with train.num_workers={saved.world_size}, or export "
+                        "it (`rayloom export`) and start a new run from the exported model")
+    with storage.local_copy(checkpoint_uri) as local:
+        load_path, _ = engine.load_checkpoint(str(Path(local) / DS_DIR), tag=saved.ds_tag,
+                                              load_module_strict=not uses_peft)
+        if load_path is None:
+            raise RuntimeError(f"DeepSpeed could not load checkpoint {checkpoint_uri}")
+        rng_file = Path(local) / RNG_DIR / f"rank{rank}.pt"
+        if rng_file.is_file():
+            _set_rng_state(torch.load(rng_file, weights_only=False))
+    name = checkpoint_uri.rstrip("/").rsplit("/", 1)[-1]
+    saved.resumes = [*saved.resumes, {"from_step": saved.step, "checkpoint": name}]
+    saved.final = False
+    if rank == 0:
+        log.info("resumed from %s at step %d (epoch %d, %d rows into it)", name, saved.step, saved.epoch,
+                 saved.rows_in_epoch)
+    return saved
+
+
+def save_and_report(engine, state: TrainerState, metrics: dict, cfg: RayloomConfig, model_dir: Path, token: str,
+                    rank: int) -> None:
+    """Every rank writes its part locally, Ray Train uploads all parts into one directory, and
+    once every rank is through (a barrier after the report) rank 0 writes the completion marker."""
+    import ray.train  # heavy, worker-only imports
+    import torch
+    import torch.distributed as dist
+
+    local = Path(tempfile.mkdtemp(prefix="rayloom-ckpt-"))
+    try:
+        state.ds_tag = f"step{state.step:08d}"
+        (local / DS_DIR).mkdir()
+        uses_peft = cfg.peft.method != "none"
+        # Frozen base weights of a PEFT run are not saved: they come back from the base model.
+        engine.save_checkpoint(str(local / DS_DIR), tag=state.ds_tag,
+                               client_state={"trainer_state": json.loads(state.to_json())},
+                               exclude_frozen_parameters=uses_peft)
+        (local / RNG_DIR).mkdir()
+        torch.save(_rng_state(), local / RNG_DIR / f"rank{rank}.pt")
+        if state.final:
+            _write_final_model(engine, cfg, model_dir, local, rank)
+        if rank == 0:
+            (local / STATE_FILE).write_text(state.to_json())
+            if uses_peft:
+                engine.module.peft_config["default"].save_pretrained(str(local / PEFT_CONFIG_DIR))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(local)),
+                         checkpoint_dir_name=checkpoint_name(state.step, token))
+        # report() returns on each rank once that rank's upload is done; after the barrier all are.
+        dist.barrier()
+        if rank == 0:
+            persisted = ray.train.get_checkpoint()
+            mark_complete(persisted.filesystem, persisted.path)
+        dist.barrier()
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _write_final_model(engine, cfg: RayloomConfig, model_dir: Path, local: Path, rank: int) -> None:
+    """Consolidate the weights (a collective under ZeRO-3 / AutoTP) and write, on rank 0, the
+    Hugging Face model (full training) or the peft adapter (PEFT training)."""
+    import torch
+
+    partitioned = engine.zero_optimization_partition_weights() or engine.autotp_size() > 1
+    # DeepSpeed's own gather, the one save_16bit_model uses, without its torch.save round trip.
+    state_dict = engine._consolidated_16bit_state_dict() if partitioned else (
+        engine.module_state_dict() if rank == 0 else None)
+    if rank != 0:
+        return
+    dtype = getattr(torch, cfg.model.dtype)
+    state_dict = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
+    if cfg.peft.method != "none":
+        engine.module.save_pretrained(str(local / ADAPTER_DIR), state_dict=state_dict, safe_serialization=True)
+    else:
+        out = local / MODEL_DIR
+        engine.module.save_pretrained(str(out), state_dict=state_dict, safe_serialization=True)
+        copy_side_files(model_dir, out)
+
+
+def _rng_state() -> dict:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,8 +1,10 @@
-"""Throughput metrics: a measured peak FLOP/s, FLOPs per token, model FLOPs utilisation, memory."""
+"""Throughput metrics: a measured peak FLOP/s, FLOPs per token, model FLOPs utilisation, memory,
+and the window of steps they are measured over."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 
 def measure_peak_flops(dtype: str = "float32", device: str = "cpu", size: int | None = None, repeats: int = 5) -> float:
@@ -61,3 +63,40 @@ def memory_gib(device: str = "cpu") -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+
+
+@dataclass
+class ThroughputWindow:
+    """The steps since the last logged one: what they processed and how long they took."""
+
+    started: float = field(default_factory=time.perf_counter)
+    # Real (non-padding) tokens over all ranks, and positions (padding included: the work was done).
+    tokens: float = 0.0
+    positions: int = 0
+    steps: int = 0
+    # Time spent waiting for data (Ray Data streaming), part of the steps' time.
+    data_wait_s: float = 0.0
+
+    def add_step(self, tokens: float, positions: int, data_wait_s: float) -> None:
+        self.tokens += tokens
+        self.positions += positions
+        self.steps += 1
+        self.data_wait_s += data_wait_s
+
+    def metrics(self, flops_per_token_value: float, num_workers: int, peak_flops_per_worker: float) -> dict:
+        elapsed = time.perf_counter() - self.started
+        return {
+            "tokens_per_s": self.tokens / elapsed,
+            "step_time_s": elapsed / self.steps,
+            "data_wait_s": self.data_wait_s / self.steps,
+            "mfu": mfu(flops_per_token_value, self.positions / elapsed / num_workers, peak_flops_per_worker),
+        }
+
+    def reset(self) -> None:
+        """Start a new window now."""
+        self.started = time.perf_counter()
+        self.tokens, self.positions, self.steps, self.data_wait_s = 0.0, 0, 0, 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """Leave out time that was not the steps' own (a report, a checkpoint)."""
+        self.started += seconds

@@ -5,9 +5,10 @@ data-parallel ranks and accumulation steps together), so results do not depend o
 batch is cut into micro-batches or workers. An objective therefore gives two things per
 micro-batch: the number of targets, and the loss summed over them.
 
-`OBJECTIVES` maps `objective.name` to a builder "module:function(cfg: RayloomConfig) -> Objective";
-names listed in `NOT_BUILT` are valid config values whose objective comes later. The preference
-objectives (dpo/ipo/orpo) and safety_sft live in rayloom.align.
+Builders are registered by the package that provides them, when it is imported: this module
+registers clm and sft; rayloom.align registers dpo, ipo, orpo and safety_sft (it builds on the
+`Objective` type here, and rayloom.train never imports it). The training driver looks the builder
+up once and hands the function itself to the workers, which import its module when they unpickle it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from rayloom.config import RayloomConfig
 from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS
-from rayloom.errors import NotBuiltError
+from rayloom.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -87,26 +88,30 @@ def causal_lm(cfg: RayloomConfig) -> Objective:
                      loss_sum=_lm_loss_sum, count_tokens=_lm_count_tokens)
 
 
-OBJECTIVES: dict[str, str] = {
-    "clm": "rayloom.train.objectives:causal_lm",
-    "sft": "rayloom.train.objectives:causal_lm",
-    "dpo": "rayloom.align.preference:preference_objective",
-    "ipo": "rayloom.align.preference:preference_objective",
-    "orpo": "rayloom.align.preference:preference_objective",
-    "safety_sft": "rayloom.align.safety_mix:safety_sft_objective",
-}
+ObjectiveBuilder = Callable[[RayloomConfig], Objective]
 
-# objective -> what is missing; valid config values whose training objective is still to come.
-NOT_BUILT: dict[str, str] = {}
+_BUILDERS: dict[str, ObjectiveBuilder] = {}
 
 
-def check_objective_built(name: str) -> None:
-    if name not in OBJECTIVES:
-        raise NotBuiltError(f"objective {name!r} needs {NOT_BUILT.get(name, 'an objective builder')}, which")
+def register_objective(name: str, builder: ObjectiveBuilder) -> None:
+    """Make `objective.name=<name>` train with `builder(cfg)`; called by the providing package on import.
+
+    `builder` must be a module-level function: the workers receive it pickled by reference."""
+    _BUILDERS[name] = builder
+
+
+def objective_builder(name: str) -> ObjectiveBuilder:
+    try:
+        return _BUILDERS[name]
+    except KeyError:
+        raise UserError(f"objective.name={name!r} has no registered builder in this process (registered: "
+                        f"{', '.join(sorted(_BUILDERS))}); objectives register when the package providing "
+                        "them is imported: `import rayloom.align` for dpo, ipo, orpo and safety_sft") from None
 
 
 def build_objective(cfg: RayloomConfig) -> Objective:
-    from rayloom.entry import resolve
+    return objective_builder(cfg.objective.name)(cfg)
 
-    check_objective_built(cfg.objective.name)
-    return resolve(OBJECTIVES[cfg.objective.name])(cfg)
+
+register_objective("clm", causal_lm)
+register_objective("sft", causal_lm)

@@ -8,19 +8,24 @@ all ranks, forward/backward each micro-batch through DeepSpeed, report metrics, 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rayloom.config import RayloomConfig
+from rayloom.errors import UserError
+from rayloom.log_setup import configure_logging
+from rayloom.models import load_model, resolve_model_dir
+from rayloom.models.peft_wrap import count_parameters, load_quantized_base, wrap_with_peft
 from rayloom.train import checkpoints as ckpts
+from rayloom.train.ds_config import build_batch_geometry, build_deepspeed_config
+from rayloom.train.metrics import ThroughputWindow, flops_per_token, measure_peak_flops, memory_gib
+from rayloom.train.objectives import Objective
+from rayloom.train.optim import build_lr_scheduler, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,9 @@ class TrainJob:
     cfg: RayloomConfig
     # Storage URI of this run's directory (checkpoints live under it).
     run_dir: str
+    # cfg -> Objective, looked up by the driver in the rayloom.train.objectives registry: a
+    # module-level function, so it pickles by reference and the worker imports its module.
+    build_objective: Callable[[RayloomConfig], Objective]
     # "split": each worker reads its own streaming split of the train data (Ray Data's default);
     # "stride": every worker reads all rows and keeps those of its data-parallel rank, so the
     # ranks of one tensor-parallel group see identical batches.
@@ -41,25 +49,20 @@ class TrainJob:
 
 def train_fn(config: dict) -> None:
     fn_started = time.perf_counter()
+    # Heavy imports happen here, on the worker: the driver imports this module only to pickle train_fn.
     import deepspeed
     import ray.train
     import torch
     import torch.distributed as dist
     from deepspeed.runtime.utils import clip_grad_norm_
 
-    from rayloom.models import resolve_model_dir
-    from rayloom.models.peft_wrap import count_parameters
-    from rayloom.train.ds_config import build_batch_geometry, build_deepspeed_config
-    from rayloom.train.metrics import flops_per_token, measure_peak_flops, memory_gib, mfu
-    from rayloom.train.objectives import build_objective
-
-    marks = {"imports": time.perf_counter() - fn_started}
+    startup_s = {"imports": time.perf_counter() - fn_started}
     job: TrainJob = config["job"]
     cfg = job.cfg
     train = cfg.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    _quiet_libraries(rank)
+    _configure_worker_logging(rank)
     torch.set_num_threads(train.cpus_per_worker)
     device = torch.device(f"cuda:{ctx.get_local_rank()}") if train.use_gpu else torch.device("cpu")
     if train.use_gpu:
@@ -73,20 +76,20 @@ def train_fn(config: dict) -> None:
     ds_config = build_deepspeed_config(train, cfg.deepspeed, geometry)
     model_dir = resolve_model_dir(cfg.model)
     model = _build_model(cfg, model_dir, device)
-    marks["model"] = time.perf_counter() - fn_started
-    objective = build_objective(cfg)
+    startup_s["model"] = time.perf_counter() - fn_started
+    objective = job.build_objective(cfg)
     num_params, num_trainable = count_parameters(model)
     embed = model.get_input_embeddings().weight
     num_embedding = getattr(embed, "ds_numel", None) or embed.numel()
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
-        model_parameters=_param_groups(model, train.weight_decay),
+        model_parameters=param_groups(model, train.weight_decay),
         config=ds_config,
-        lr_scheduler=lambda optimizer: _build_lr_scheduler(optimizer, train),
+        lr_scheduler=lambda optimizer: build_lr_scheduler(optimizer, train),
     )
     if objective.attach is not None:  # e.g. the frozen reference policy of DPO
         objective.attach(engine, ds_config)
-    marks["deepspeed"] = time.perf_counter() - fn_started
+    startup_s["deepspeed"] = time.perf_counter() - fn_started
     # Parameters this rank holds after ZeRO-3 partitioning / AutoTP sharding (the full count otherwise).
     params_local = sum((p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel())
                        for p in engine.module.parameters())
@@ -98,27 +101,27 @@ def train_fn(config: dict) -> None:
                                precision=cfg.deepspeed.precision, peft_method=cfg.peft.method,
                                model_dtype=cfg.model.dtype, objective=cfg.objective.name,
                                base_model=str(model_dir))
-    choice = [_choose_resume(job.run_dir, ray.train.get_checkpoint()) if rank == 0 else None]
+    choice = [ckpts.choose_resume(job.run_dir, ray.train.get_checkpoint()) if rank == 0 else None]
     dist.broadcast_object_list(choice, src=0)
     if choice[0] is not None:
-        state = _resume(engine, choice[0], state, rank, world, uses_peft=cfg.peft.method != "none")
+        state = ckpts.resume(engine, choice[0], state, rank, world, uses_peft=cfg.peft.method != "none")
     # One token per attempt, shared by all ranks, so checkpoint names never collide with an earlier attempt's.
     token = [uuid.uuid4().hex[:6] if rank == 0 else None]
     dist.broadcast_object_list(token, src=0)
     token = token[0]
-    marks["resume"] = time.perf_counter() - fn_started
+    startup_s["resume"] = time.perf_counter() - fn_started
 
-    # --- throughput bookkeeping ---
+    # --- what throughput is measured against ---
     precision_dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[cfg.deepspeed.precision]
     peak = train.peak_flops or measure_peak_flops(precision_dtype, device.type)
     seq_len = cfg.data.seq_len
     arch = engine.module.config  # the loaded model's own shape (model.* only describes presets)
-    fpt = flops_per_token(num_params, num_trainable, num_embedding, arch.num_hidden_layers, arch.hidden_size,
-                          seq_len)
-    marks["peak_probe"] = time.perf_counter() - fn_started
+    model_flops_per_token = flops_per_token(num_params, num_trainable, num_embedding, arch.num_hidden_layers,
+                                            arch.hidden_size, seq_len)
+    startup_s["peak_probe"] = time.perf_counter() - fn_started
     if rank == 0:
         log.info("worker start-up (s since train_fn began): %s",
-                 ", ".join(f"{k} {v:.1f}" for k, v in marks.items()))
+                 ", ".join(f"{k} {v:.1f}" for k, v in startup_s.items()))
         log.info("training %s: %.2fM params (%.2fM trainable), %d workers (dp %d x tp %d), micro %d x accum %d "
                  "= global batch %d, ZeRO-%d, %s", cfg.model.name, num_params / 1e6, num_trainable / 1e6, world,
                  geometry.data_parallel_size, tp, geometry.micro_batch_size, geometry.grad_accum,
@@ -126,9 +129,12 @@ def train_fn(config: dict) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation") if job.has_validation and train.eval_batches else None
-    stride = geometry.data_parallel_size if job.data_mode == "stride" else 1
-    offset = dp_rank if job.data_mode == "stride" else 0
-    steps = _iter_steps(train_shard, objective.columns, geometry, state, stride, offset, train.prefetch_batches)
+    # "stride" mode: every worker reads the whole stream and keeps every micro_batch_stride-th micro-batch.
+    strided = job.data_mode == "stride"
+    micro_batch_stride = geometry.data_parallel_size if strided else 1
+    micro_batch_offset = dp_rank if strided else 0
+    steps = _iter_steps(train_shard, objective.columns, geometry, state, micro_batch_stride, micro_batch_offset,
+                        train.prefetch_batches)
 
     # --- the loop ---
     # ray.train.report is a barrier whose queue the Ray Train controller drains on its own poll
@@ -137,17 +143,17 @@ def train_fn(config: dict) -> None:
     # tracking.report_interval_s seconds (rank 0's clock, shared through the per-step all-reduce),
     # and always at checkpoints.
     val_batches = None
-    own_grad_norm = cfg.deepspeed.zero_stage == 0
+    # Without ZeRO, DeepSpeed clips with the gradient norm but does not keep it: measure it ourselves.
+    measure_grad_norm = cfg.deepspeed.zero_stage == 0
     recorded: list[dict] = []
     report_flag, last_report = 0.0, time.perf_counter()
     engine.train()
-    window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0.0, 0, 0
-    window_data_s = 0.0
+    window = ThroughputWindow()
     while state.step < train.max_steps:
         fetch_start = time.perf_counter()
         epoch, rows_in_epoch, micro_batches = next(steps)
         micro_batches = [{k: v.to(device, non_blocking=True) for k, v in mb.items()} for mb in micro_batches]
-        window_data_s += time.perf_counter() - fetch_start
+        data_wait_s = time.perf_counter() - fetch_start
         # Targets of the whole optimizer step, over every rank: each micro-batch's summed loss is
         # scaled so the update equals the token mean of the global batch (DeepSpeed averages
         # gradients over data-parallel ranks and accumulation steps; the scale undoes that).
@@ -160,42 +166,35 @@ def train_fn(config: dict) -> None:
         scale = geometry.data_parallel_size * geometry.grad_accum / max(global_targets, 1.0)
         lr = scheduler.get_last_lr()[0]
         loss_sum = torch.zeros((), dtype=torch.float64)
-        own_norm = None
+        measured_grad_norm = None
         for index, mb in enumerate(micro_batches):
             loss = objective.loss_sum(engine, mb)
             loss_sum += loss.detach().double().cpu()
             engine.backward(loss * scale)
-            if own_grad_norm and index == len(micro_batches) - 1:
-                # Without ZeRO, DeepSpeed clips with this norm but does not keep it; measure it the
-                # same way (gradients are already averaged here), with no clipping (max_norm=inf).
-                own_norm = float(clip_grad_norm_(engine.module.parameters(), float("inf"), mpu=engine.mpu))
+            if measure_grad_norm and index == len(micro_batches) - 1:
+                # Measured the way DeepSpeed clips (gradients are already averaged here), with no
+                # clipping of its own (max_norm=inf).
+                measured_grad_norm = float(clip_grad_norm_(engine.module.parameters(), float("inf"), mpu=engine.mpu))
             engine.step()
         dist.all_reduce(loss_sum)
         grad_norm = engine.get_global_grad_norm()
-        grad_norm = own_norm if grad_norm is None else grad_norm
+        grad_norm = measured_grad_norm if grad_norm is None else grad_norm
         state.step += 1
         state.epoch, state.rows_in_epoch = epoch, rows_in_epoch
         state.tokens_seen += int(global_tokens)
         state.samples_seen += geometry.global_batch_size
-        window_tokens += global_tokens
-        window_positions += geometry.global_batch_size * seq_len
-        window_steps += 1
+        window.add_step(global_tokens, geometry.global_batch_size * seq_len, data_wait_s)
 
         last = state.step >= train.max_steps
         checkpoint_now = last or state.step % train.checkpoint_every == 0
         eval_now = val_shard is not None and (last or state.step % train.eval_every == 0)
         if checkpoint_now or eval_now or state.step % cfg.tracking.log_every == 0:
-            elapsed = time.perf_counter() - window_start
             metrics = {
                 "step": state.step, "epoch": state.epoch,
                 "loss": float(loss_sum.item() / tp / max(global_targets, 1.0)),
                 "lr": float(lr),
                 "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                "tokens_per_s": window_tokens / elapsed,
-                "step_time_s": elapsed / window_steps,
-                # Time spent waiting for data (Ray Data streaming) per step, part of step_time_s.
-                "data_wait_s": window_data_s / window_steps,
-                "mfu": mfu(fpt, window_positions / elapsed / world, peak),
+                **window.metrics(model_flops_per_token, world, peak),
                 "peak_flops_per_worker": peak,
                 "memory_gib": memory_gib(device.type),
                 "tokens_seen": state.tokens_seen, "samples_seen": state.samples_seen,
@@ -210,26 +209,25 @@ def train_fn(config: dict) -> None:
             if objective.report_metrics is not None:  # a collective: every rank reaches this line
                 metrics.update(objective.report_metrics())
             recorded.append(metrics)
-            window_start, window_tokens, window_positions, window_steps = time.perf_counter(), 0.0, 0, 0
-            window_data_s = 0.0
+            window.reset()
         if checkpoint_now or (report_due and recorded):
+            report_started = time.perf_counter()
             payload = {**recorded[-1], "history": recorded}
             if checkpoint_now:
                 state.final = last
-                _save_and_report(engine, state, payload, cfg, model_dir, token, rank)
+                ckpts.save_and_report(engine, state, payload, cfg, model_dir, token, rank)
             else:
                 ray.train.report(payload)
             recorded, last_report = [], time.perf_counter()
-            window_start = time.perf_counter()  # the report's own time is not a step's
+            window.exclude(last_report - report_started)  # the report's own time is not a step's
         report_flag = float(rank == 0 and time.perf_counter() - last_report >= cfg.tracking.report_interval_s)
 
 
 # --- set-up helpers ---
 
-def _quiet_libraries(rank: int) -> None:
+def _configure_worker_logging(rank: int) -> None:
+    """Rank 0 speaks for rayloom at INFO; libraries and the other ranks only warn."""
     import ray.data
-
-    from rayloom.log_setup import configure_logging
 
     configure_logging(logging.INFO if rank == 0 else logging.WARNING)
     # Ray Train gives the worker's root logger an INFO console handler; keep library chatter (its own
@@ -257,9 +255,6 @@ def _seed_everything(seed: int) -> None:
 
 
 def _build_model(cfg: RayloomConfig, model_dir: Path, device):
-    from rayloom.models import load_model
-    from rayloom.models.peft_wrap import load_quantized_base, wrap_with_peft
-
     if cfg.peft.method == "qlora":
         model = load_quantized_base(model_dir, cfg.peft, device.index or 0)
     else:
@@ -270,25 +265,6 @@ def _build_model(cfg: RayloomConfig, model_dir: Path, device):
     if cfg.peft.method != "none":
         model = wrap_with_peft(model, cfg.peft)
     return model
-
-
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    """Trainable parameters; no weight decay on biases and norm weights (1-D tensors)."""
-    decay, no_decay = [], []
-    for _, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
-
-
-def _build_lr_scheduler(optimizer, train):
-    """Linear warmup then cosine decay to lr * min_lr_ratio at max_steps (transformers' schedule)."""
-    from transformers import get_cosine_with_min_lr_schedule_with_warmup
-
-    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps=train.warmup_steps,
-                                                       num_training_steps=train.max_steps,
-                                                       min_lr_rate=train.min_lr_ratio)
 
 
 # --- data ---
@@ -316,8 +292,6 @@ def _iter_steps(shard, columns, geometry, state, stride: int, offset: int, prefe
                 yield epoch, index * micro, chunk[offset::stride]
                 chunk = []
         if not yielded and skip == 0:
-            from rayloom.errors import UserError
-
             raise UserError(f"the train split is too small for one optimizer step per worker: a step needs "
                             f"{geometry.rows_per_worker_step * stride} rows per worker (micro_batch_size * "
                             "accumulation); lower train.micro_batch_size / train.global_batch_size or add data")
@@ -352,128 +326,3 @@ def _evaluate(engine, batches: list[dict], objective, tp: int, device) -> float:
     dist.all_reduce(totals)
     totals /= tp  # tensor-parallel peers computed the same batches
     return float(totals[0] / max(totals[1], 1.0))
-
-
-# --- checkpoints ---
-
-def _choose_resume(run_dir: str, ray_checkpoint) -> str | None:
-    """The newest complete checkpoint of the run. Ray Train's own latest checkpoint is only a hint:
-    it is registered once uploaded, which can be before the completion marker."""
-    newest = ckpts.latest_complete(run_dir)
-    if ray_checkpoint is not None:
-        name = ray_checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
-        if newest is None or not newest[1].rstrip("/").endswith(name):
-            log.warning("Ray Train's latest checkpoint %s is incomplete; resuming from %s instead", name,
-                        newest[1] if newest else "scratch")
-    return newest[1] if newest else None
-
-
-def _resume(engine, checkpoint_uri: str, fresh, rank: int, world: int, uses_peft: bool):
-    import torch
-
-    from rayloom import storage
-    from rayloom.errors import UserError
-
-    saved = ckpts.read_state(checkpoint_uri)
-    if saved.world_size != world or saved.tensor_parallel_size != fresh.tensor_parallel_size:
-        raise UserError(f"checkpoint {checkpoint_uri} was written by {saved.world_size} workers (tensor parallel "
-                        f"{saved.tensor_parallel_size}); resume with train.num_workers={saved.world_size}, or export "
-                        "it (`rayloom export`) and start a new run from the exported model")
-    with storage.local_copy(checkpoint_uri) as local:
-        load_path, _ = engine.load_checkpoint(str(Path(local) / ckpts.DS_DIR), tag=saved.ds_tag,
-                                              load_module_strict=not uses_peft)
-        if load_path is None:
-            raise RuntimeError(f"DeepSpeed could not load checkpoint {checkpoint_uri}")
-        rng_file = Path(local) / ckpts.RNG_DIR / f"rank{rank}.pt"
-        if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=False))
-    name = checkpoint_uri.rstrip("/").rsplit("/", 1)[-1]
-    saved.resumes = [*saved.resumes, {"from_step": saved.step, "checkpoint": name}]
-    saved.final = False
-    if rank == 0:
-        log.info("resumed from %s at step %d (epoch %d, %d rows into it)", name, saved.step, saved.epoch,
-                 saved.rows_in_epoch)
-    return saved
-
-
-def _rng_state() -> dict:
-    import numpy as np
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import numpy as np
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save_and_report(engine, state, metrics: dict, cfg: RayloomConfig, model_dir: Path, token: str,
-                     rank: int) -> None:
-    """Every rank writes its part locally, Ray Train uploads all parts into one directory, and
-    once every rank is through (a barrier after the report) rank 0 writes the completion marker."""
-    import ray.train
-    import torch
-    import torch.distributed as dist
-
-    local = Path(tempfile.mkdtemp(prefix="rayloom-ckpt-"))
-    try:
-        state.ds_tag = f"step{state.step:08d}"
-        (local / ckpts.DS_DIR).mkdir()
-        uses_peft = cfg.peft.method != "none"
-        # Frozen base weights of a PEFT run are not saved: they come back from the base model.
-        engine.save_checkpoint(str(local / ckpts.DS_DIR), tag=state.ds_tag,
-                               client_state={"trainer_state": json.loads(state.to_json())},
-                               exclude_frozen_parameters=uses_peft)
-        (local / ckpts.RNG_DIR).mkdir()
-        torch.save(_rng_state(), local / ckpts.RNG_DIR / f"rank{rank}.pt")
-        if state.final:
-            _write_final_model(engine, cfg, model_dir, local, rank)
-        if rank == 0:
-            (local / ckpts.STATE_FILE).write_text(state.to_json())
-            if uses_peft:
-                engine.module.peft_config["default"].save_pretrained(str(local / ckpts.PEFT_CONFIG_DIR))
-        name = ckpts.checkpoint_name(state.step, token)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(local)),
-                         checkpoint_dir_name=name)
-        # report() returns on each rank once that rank's upload is done; after the barrier all are.
-        dist.barrier()
-        if rank == 0:
-            persisted = ray.train.get_checkpoint()
-            ckpts.mark_complete(persisted.filesystem, persisted.path)
-        dist.barrier()
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
-
-
-def _write_final_model(engine, cfg: RayloomConfig, model_dir: Path, local: Path, rank: int) -> None:
-    """Consolidate the weights (a collective under ZeRO-3 / AutoTP) and write, on rank 0, the
-    Hugging Face model (full training) or the peft adapter (PEFT training)."""
-    import torch
-
-    from rayloom.models.peft_wrap import copy_side_files
-
-    partitioned = engine.zero_optimization_partition_weights() or engine.autotp_size() > 1
-    # DeepSpeed's own gather, the one save_16bit_model uses, without its torch.save round trip.
-    state_dict = engine._consolidated_16bit_state_dict() if partitioned else (
-        engine.module_state_dict() if rank == 0 else None)
-    if rank != 0:
-        return
-    dtype = getattr(torch, cfg.model.dtype)
-    state_dict = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
-    if cfg.peft.method != "none":
-        engine.module.save_pretrained(str(local / ckpts.ADAPTER_DIR), state_dict=state_dict,
-                                      safe_serialization=True)
-    else:
-        out = local / ckpts.MODEL_DIR
-        engine.module.save_pretrained(str(out), state_dict=state_dict, safe_serialization=True)
-        copy_side_files(model_dir, out)

@@ -8,6 +8,7 @@ from rayloom.config.cluster import ClusterConfig
 from rayloom.config.data import DataConfig
 from rayloom.config.eval import EvalConfig
 from rayloom.config.model import ModelConfig
+from rayloom.config.plan import PlanConfig
 from rayloom.config.run import RunConfig
 from rayloom.config.search_space import check_space_paths
 from rayloom.config.serve import ServeConfig
@@ -31,6 +32,7 @@ class RayloomConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,7 @@ GROUP_SCHEMAS = {
     "cluster": ClusterConfig,
     "storage": StorageConfig,
     "tracking": TrackingConfig,
+    "plan": PlanConfig,
     "run": RunConfig,
 }
 

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from rayloom.config import conf_dir
 from rayloom.errors import UserError
 
 
@@ -112,15 +115,11 @@ def to_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
 
 
 def default_prompts_dir() -> Path:
-    from rayloom.config import conf_dir
-
     return conf_dir() / "prompts"
 
 
 def load_registry(path: str | Path | None = None) -> PromptRegistry:
     """Read every *.yaml under `path` (default conf/prompts) into a registry; errors name the file."""
-    import yaml
-
     root = Path(path) if path is not None else default_prompts_dir()
     if not root.is_dir():
         raise UserError(f"prompt template directory {root} does not exist")

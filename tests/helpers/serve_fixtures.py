@@ -1,4 +1,4 @@
-"""Helpers for the serving tests: a real peft LoRA adapter on the tiny model, free ports, keys.
+"""Helpers for the serving tests: a real peft LoRA adapter on the tiny model.
 
 Imported by tests/unit/test_serve_*.py and tests/integration/test_serve_*.py as
 `from helpers.serve_fixtures import ...` (tests/ is on sys.path).
@@ -7,10 +7,6 @@ Imported by tests/unit/test_serve_*.py and tests/integration/test_serve_*.py as
 from __future__ import annotations
 
 from pathlib import Path
-
-from rayloom.ports import free_port
-
-__all__ = ["free_port", "make_lora_adapter"]  # free_port: re-exported for the serve tests
 
 
 def make_lora_adapter(model_dir: str | Path, out_dir: str | Path, *, rank: int = 8, seed: int = 1) -> Path:

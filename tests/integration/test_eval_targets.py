@@ -13,7 +13,8 @@ import dataclasses
 import math
 
 import pytest
-from helpers.serve_fixtures import free_port
+
+from rayloom.ports import free_port
 
 pytestmark = pytest.mark.integration
 

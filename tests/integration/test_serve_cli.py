@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import yaml
-from helpers.serve_fixtures import free_port
+
+from rayloom.ports import free_port
+from rayloom.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +61,8 @@ def test_rayloom_serve_blocks_serves_and_stops_on_ctrl_c(tiny_model_dir, tmp_pat
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 900
-        while not ready.is_set() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(1)
+        wait_until(lambda: ready.is_set() or proc.poll() is not None, 900, interval_s=1,
+                   message=lambda: "rayloom serve to be ready: " + "".join(lines)[-4000:])
         output = "".join(lines)
         assert ready.is_set(), output[-4000:]
         assert f"endpoint: http://127.0.0.1:{port}/v1" in output and "health: ok" in output

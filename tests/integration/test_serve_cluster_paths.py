@@ -8,10 +8,12 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-from helpers.serve_fixtures import free_port, make_lora_adapter
+from helpers.serve_fixtures import make_lora_adapter
+
+from rayloom.ports import free_port
+from rayloom.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,10 +80,7 @@ def test_scale_to_zero_and_back_on_demand(tiny_model_dir, tmp_path):
             deployments = serve.status().applications["zero"].deployments
             return next(d for n, d in deployments.items() if n.startswith("LLMServer")).replica_states.get("RUNNING", 0)
 
-        deadline = time.monotonic() + 300
-        while running() and time.monotonic() < deadline:
-            time.sleep(2)
-        assert running() == 0
+        wait_until(lambda: running() == 0, 300, interval_s=2, message="the idle replica to scale down to zero")
         client = openai_client(endpoint.base_url, "zero-key", timeout=600, max_retries=0)
         reply = client.completions.create(model=endpoint.model_id, prompt="hi", max_tokens=3)
         assert reply.usage.completion_tokens >= 1 and running() == 1

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from helpers.serve_fixtures import free_port
 
 from rayloom.cli import main
 from rayloom.errors import UserError
 from rayloom.openai_client import api_base
+from rayloom.ports import free_port
 from rayloom.prompts import load_registry
 from rayloom.serve.chat import build_parser, chat_main, load_chat_template
 from rayloom.serve.deploy import endpoint_url

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rayloom.config import EvalConfig
 from rayloom.errors import UserError
+from rayloom.eval.offline import render_context
 from rayloom.eval.requests import GENERATE, EvalRequest, EvalResponse, score_span
 from rayloom.openai_client import error_message, openai_client
 
@@ -28,7 +29,7 @@ def endpoint_client(url: str, api_key_env: str, timeout_s: float):
 
 
 def served_model(client, wanted: str, url: str) -> str:
-    import openai
+    import openai  # here: openai is heavy; only endpoint evaluations need it
 
     try:
         models = [m.id for m in client.models.list().data]
@@ -66,7 +67,7 @@ class EndpointTarget:
         return {r.id: r for r in responses}
 
     def _answer(self, request: EvalRequest) -> EvalResponse:
-        import openai
+        import openai  # here: openai is heavy; only endpoint evaluations need it
 
         try:
             if request.kind == GENERATE:
@@ -89,8 +90,6 @@ class EndpointTarget:
     def _loglikelihood(self, request: EvalRequest) -> EvalResponse:
         extra = {}
         if request.is_chat:
-            from rayloom.eval.offline import render_context
-
             context, _ = render_context(request, self.tokenizer)
             # The rendered chat text already holds the template's BOS.
             extra["extra_body"] = {"add_special_tokens": False}
@@ -118,7 +117,7 @@ class EndpointTarget:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # here: transformers is heavy
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.cfg.tokenizer)
         return self._tokenizer

@@ -2,8 +2,8 @@
 
 For `rayloom serve` (serve.enforce_gate=true)::
 
-    from rayloom.eval.gate import enforce_gate
-    enforce_gate(model_path, cfg.eval.gate, eval_root=eval_root(cfg.storage))   # raises GateFailed
+    from rayloom.eval import check_deploy_gate
+    check_deploy_gate(cfg)   # raises GateFailed unless the served model's latest evaluation passes
 
 `check_gate(model_dir_or_run, gate_cfg)` returns a GateResult without raising. A model directory is
 looked up in the eval index (its latest run); an eval run directory is checked directly. A model
@@ -17,9 +17,12 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from rayloom.config import StorageConfig
 from rayloom.config.eval import GateConfig
 from rayloom.errors import UserError
 from rayloom.eval import store
+from rayloom.lineage import read_lineage
+from rayloom.models import resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +134,6 @@ def check_gate(model_dir_or_run: str | os.PathLike, gate_cfg: GateConfig | dict,
 def stale_evaluation_reason(model_dir: str, payload: dict, run: str) -> str:
     """Why the latest evaluation does not describe the model now at `model_dir` ('' when it does):
     the lineage id beside the model changed since (retrained or re-exported in place)."""
-    from rayloom.lineage import read_lineage
-
     current = read_lineage(model_dir)
     evaluated = (payload.get("model") or {}).get("lineage")
     if current is None or (evaluated or {}).get("id") == current.get("id"):
@@ -150,8 +151,6 @@ def enforce_gate(model_dir_or_run: str | os.PathLike, gate_cfg: GateConfig | dic
 
 
 def _default_storage():
-    from rayloom.config import StorageConfig
-
     return StorageConfig()
 
 
@@ -161,8 +160,6 @@ def deploy_model_ref(cfg) -> str:
         return cfg.serve.model_path
     if cfg.model.path:
         return cfg.model.path
-    from rayloom.models import resolve_model_dir
-
     return str(resolve_model_dir(cfg.model))
 
 

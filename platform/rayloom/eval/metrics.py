@@ -67,21 +67,21 @@ def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | N
 
 def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU (sacrebleu, 0-100)."""
-    import sacrebleu
+    import sacrebleu  # here: loaded only when the metric is asked for
 
     return float(sacrebleu.corpus_bleu(list(predictions), _reference_streams(references)).score)
 
 
 def chrf(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Corpus chrF (sacrebleu, 0-100)."""
-    import sacrebleu
+    import sacrebleu  # here: loaded only when the metric is asked for
 
     return float(sacrebleu.corpus_chrf(list(predictions), _reference_streams(references)).score)
 
 
 def rouge(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measure (rouge-score), the best reference per example, in [0, 1]."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # here: loaded only when the metric is asked for
 
     kinds = ("rouge1", "rouge2", "rougeL")
     scorer = rouge_scorer.RougeScorer(list(kinds), use_stemmer=True)

@@ -7,12 +7,14 @@ costs one engine load per replica; on a cluster the replicas spread over nodes (
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
 
 from rayloom.config import EvalConfig, ModelConfig
 from rayloom.eval.requests import GENERATE, LOGLIKELIHOOD, EvalRequest, EvalResponse, score_span
+from rayloom.models import resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ def engine_dtype(model_dir: str, requested: str) -> str:
     """"auto" -> the dtype the checkpoint was saved in. vLLM's own "auto" runs float32 checkpoints
     in bfloat16 on CPU, which would make scores differ from the model as trained and from
     transformers; an explicit eval.dtype (e.g. bfloat16 for speed) is used as given."""
-    import json
-
     if requested != "auto":
         return requested
     config = os.path.join(model_dir, "config.json")
@@ -62,8 +62,6 @@ def engine_dtype(model_dir: str, requested: str) -> str:
 
 def capped_context(model_dir: str, requested: int) -> int:
     """eval.max_model_len, capped at the model's own limit (vLLM refuses a longer window)."""
-    import json
-
     config = os.path.join(model_dir, "config.json")
     limit = None
     if os.path.isfile(config):
@@ -81,10 +79,8 @@ class VLLMPredictor:
 
     def __init__(self, model: ModelConfig, settings: EngineSettings):
         _engine_env(settings)
-        from transformers import AutoTokenizer
-        from vllm import LLM
-
-        from rayloom.models import resolve_model_dir
+        from transformers import AutoTokenizer  # here: on the engine actor only (heavy)
+        from vllm import LLM  # here: vLLM loads torch; only engine actors need it
 
         # Resolved on the actor's node: an s3:// model is downloaded there, a preset built there.
         model_dir = str(resolve_model_dir(model))
@@ -96,7 +92,7 @@ class VLLMPredictor:
                        trust_remote_code=model.trust_remote_code)
 
     def __call__(self, batch: dict) -> dict:
-        import numpy as np
+        import numpy as np  # here: only the actor's batches need it
 
         requests = [EvalRequest.from_json(text) for text in batch["request"]]
         responses = answer_requests(self.llm, self.tokenizer, requests, self.max_model_len)
@@ -116,7 +112,7 @@ def answer_requests(llm, tokenizer, requests: list[EvalRequest], max_model_len: 
 
 
 def _sampling(request: EvalRequest, **extra):
-    from vllm import SamplingParams
+    from vllm import SamplingParams  # here: vLLM only on engine actors
 
     # Greedy: the same request gives the same answer here and at an endpoint.
     return SamplingParams(temperature=0.0, max_tokens=request.max_tokens, stop=request.stop or None, **extra)
@@ -163,7 +159,7 @@ def render_context(request: EvalRequest, tokenizer) -> tuple[str, bool]:
 
 
 def _loglikelihood(llm, tokenizer, requests: list[EvalRequest], max_model_len: int) -> dict[str, EvalResponse]:
-    from vllm import SamplingParams
+    from vllm import SamplingParams  # here: vLLM only on engine actors
 
     answers, ready, encoded = {}, [], []
     for request in requests:
@@ -207,7 +203,7 @@ class OfflineTarget:
         self.settings = EngineSettings.from_config(cfg)
 
     def run(self, requests: list[EvalRequest]) -> dict[str, EvalResponse]:
-        import ray.data
+        import ray.data  # here: Ray only when an offline run starts
 
         if not requests:
             return {}

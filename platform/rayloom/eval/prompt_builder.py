@@ -13,6 +13,7 @@ from typing import Any
 
 from rayloom.errors import UserError
 from rayloom.eval.tasks import TaskSpec, format_fields
+from rayloom.prompts import PromptTemplate, load_registry, parse_ref
 
 
 class PromptBuilder:
@@ -25,8 +26,6 @@ class PromptBuilder:
         self.template = None
         self.shots: int | None = spec.shots
         if spec.is_chat and spec.kind != "perplexity":
-            from rayloom.prompts import PromptTemplate, load_registry, parse_ref
-
             if isinstance(spec.template, dict) and not template_ref:
                 # Inline template of the task file: the registry's PromptTemplate, not registered.
                 inline = spec.template

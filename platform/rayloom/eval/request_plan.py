@@ -15,6 +15,7 @@ from rayloom.eval.prompt_builder import PromptBuilder
 from rayloom.eval.requests import EvalRequest, EvalResponse
 from rayloom.eval.results import TaskResult
 from rayloom.eval.tasks import TaskRegistry, TaskSpec, fewshot_rows, load_examples
+from rayloom.prompts import load_registry
 
 ROBUST_KINDS = ("generate", "multiple_choice")
 
@@ -55,8 +56,6 @@ def build_plans(cfg: EvalConfig, registry: TaskRegistry, prompt_registry=None,
     """`provider_kwargs`: arguments for tasks whose data is a Python provider (e.g. num/seed of the
     demo corpus, so its held-out split is the one the data job made)."""
     if prompt_registry is None:
-        from rayloom.prompts import load_registry
-
         prompt_registry = load_registry()
     names = list(cfg.tasks)
     for name in cfg.robustness.tasks:

@@ -9,17 +9,32 @@ eval.mode=review: import human ratings for an exported sample and report agreeme
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from rayloom import storage
 from rayloom.config import ModelConfig, RayloomConfig
 from rayloom.errors import UserError
 from rayloom.eval import store
+from rayloom.eval.compare import format_table, write_comparison
+from rayloom.eval.endpoint_target import EndpointTarget
 from rayloom.eval.gate import GateFailed, GateResult, evaluate_gate
+from rayloom.eval.human_review import REVIEW_KINDS, export_review, import_reviews, review_markdown
+from rayloom.eval.judge import judge_results
+from rayloom.eval.lm_harness import require_lm_eval, run_lm_eval
+from rayloom.eval.offline import OfflineTarget
+from rayloom.eval.report import fmt, write_report
+from rayloom.eval.request_plan import all_requests, build_plans, score_plans
 from rayloom.eval.results import TaskResult
+from rayloom.eval.tasks import load_task_registry
+from rayloom.lineage import read_lineage
+from rayloom.models import resolve_model_dir
+from rayloom.runtime import ray_session
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +59,7 @@ def build_model_config(cfg: RayloomConfig, model_path: str | None = None) -> Mod
 
 def build_target(cfg: RayloomConfig, model: ModelConfig):
     if cfg.eval.target == "endpoint":
-        from rayloom.eval.endpoint_target import EndpointTarget
-
         return EndpointTarget(cfg.eval)
-    from rayloom.eval.offline import OfflineTarget
-
     return OfflineTarget(model, cfg.eval)
 
 
@@ -56,18 +67,12 @@ def _model_info(cfg: RayloomConfig, model: ModelConfig, target) -> dict:
     if cfg.eval.target == "endpoint":
         # An endpoint is recorded under eval.model_path when given (what it serves), for the gate.
         key = store.model_key(cfg.eval.model_path) if cfg.eval.model_path else None
-        from rayloom.lineage import read_lineage
-
         return {"name": target.model, "path": cfg.eval.model_path or cfg.eval.endpoint_url, "key": key,
                 "lineage": read_lineage(cfg.eval.model_path) if cfg.eval.model_path else None}
     if model.preset is not None:
-        from rayloom.models import resolve_model_dir
-
         path = str(resolve_model_dir(model))
     else:
         path = str(model.path)
-    from rayloom.lineage import read_lineage
-
     # The evaluated model's lineage id lets the deploy gate notice a model retrained in place.
     return {"name": model.name, "path": path, "key": store.model_key(path), "lineage": read_lineage(path)}
 
@@ -75,11 +80,6 @@ def _model_info(cfg: RayloomConfig, model: ModelConfig, target) -> dict:
 def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str | None = None,
              label: str | None = None, output: str | None = None, record: bool = True) -> EvalRun:
     """Evaluate one model (eval.target) on eval.tasks and probes; write and return the run."""
-    from omegaconf import OmegaConf
-
-    from rayloom.eval.request_plan import all_requests, build_plans, score_plans
-    from rayloom.eval.tasks import load_task_registry
-
     check_ready(cfg)
     ecfg = cfg.eval
     registry = load_task_registry(ecfg.task_dirs)
@@ -96,13 +96,9 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
     results = score_plans(plans, responses, ecfg)
     extras: dict = {}
     if ecfg.judge.enabled:
-        from rayloom.eval.judge import judge_results
-
         extras["judge"] = judge_results(results, ecfg.judge, ecfg.request_timeout_s, ecfg.num_concurrent_requests)
     lm_metrics = {}
     if ecfg.lm_eval.tasks:
-        from rayloom.eval.lm_harness import run_lm_eval
-
         lm_metrics = run_lm_eval(ecfg, info["name"])
     name = run_name or ecfg.run_name or store.default_run_name(label or info["name"])
     uri = output or ecfg.output or storage.join(store.eval_root(cfg.storage), "runs", name)
@@ -124,11 +120,7 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
         payload["human_review"] = {"dir": storage.join(uri, "review"), "num_items": 0}
 
     def extra(local: Path) -> None:
-        from rayloom.eval.report import write_report
-
         if ecfg.human_review.export:
-            from rayloom.eval.human_review import REVIEW_KINDS, export_review
-
             hr = ecfg.human_review
             chosen = {t: p for t, p in predictions.items()
                       if (t in hr.tasks if hr.tasks else results[t].kind in REVIEW_KINDS)}
@@ -147,14 +139,10 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
 
 
 def _dumps(payload: dict) -> str:
-    import json
-
     return json.dumps(payload, indent=2)
 
 
 def summary_table(payload: dict) -> str:
-    from rayloom.eval.report import fmt
-
     rows = [(task, metric, fmt(value), fmt(s.get("stderr", {}).get(metric)) if metric in s.get("stderr", {}) else "")
             for task, s in payload["tasks"].items() for metric, value in s["metrics"].items()]
     width = max([len("task/metric"), *(len(f"{t}/{m}") for t, m, _, _ in rows)])
@@ -166,8 +154,6 @@ def summary_table(payload: dict) -> str:
 def run_eval_job(cfg: RayloomConfig):
     ecfg = cfg.eval
     if ecfg.mode == "compare":
-        from rayloom.eval.compare import format_table, write_comparison
-
         before, after = (store.load_run(uri) for uri in ecfg.compare_runs)
         out = ecfg.output or storage.join(store.eval_root(cfg.storage), "compare",
                                           f"{before['run']}__vs__{after['run']}")
@@ -176,14 +162,10 @@ def run_eval_job(cfg: RayloomConfig):
         print(f"\ncomparison written to {written['uri']} (compare.html, compare.md, compare.json)")
         return written
     if ecfg.mode == "review":
-        from rayloom.eval.human_review import import_reviews, review_markdown
-
         report = import_reviews(ecfg.human_review.key, list(ecfg.human_review.ratings), ecfg.human_review.kappa_weights)
         print(review_markdown(report))
         return report
     if ecfg.target == "checkpoint":
-        from rayloom.runtime import ray_session
-
         with ray_session(cfg.cluster, cfg.storage):
             run = evaluate(cfg)
     else:
@@ -193,8 +175,6 @@ def run_eval_job(cfg: RayloomConfig):
     if ecfg.human_review.export:
         print(f"human review sample: {run.payload['human_review']['dir']} (items.csv / items.jsonl for raters)")
     if ecfg.compare_with:
-        from rayloom.eval.compare import format_table, write_comparison
-
         before = store.load_run(ecfg.compare_with)
         out = storage.join(store.eval_root(cfg.storage), "compare", f"{before['run']}__vs__{run.name}")
         written = write_comparison(before, run.payload, out)
@@ -210,8 +190,6 @@ def run_eval_job(cfg: RayloomConfig):
 def check_ready(cfg: RayloomConfig) -> None:
     """Fail early on config that cannot work, before engines start (used by the demo stage too)."""
     if cfg.eval.lm_eval.tasks:
-        from rayloom.eval.lm_harness import require_lm_eval
-
         require_lm_eval()
     if cfg.eval.target == "endpoint" and not cfg.eval.endpoint_url:
         raise UserError("eval.target=endpoint needs eval.endpoint_url")

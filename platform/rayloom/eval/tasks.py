@@ -28,7 +28,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rayloom import storage
+from rayloom.config import conf_dir
 from rayloom.errors import UserError
 
 KINDS = ("generate", "multiple_choice", "perplexity", "refusal", "bias")
@@ -94,8 +97,6 @@ _TUPLES = ("metrics", "stop", "refusal_markers", "paraphrases")
 
 
 def default_tasks_dir() -> Path:
-    from rayloom.config import conf_dir
-
     return conf_dir() / "tasks"
 
 
@@ -127,8 +128,6 @@ def load_task_registry(extra_dirs: list[str] | tuple[str, ...] = ()) -> TaskRegi
 
 
 def _read_task_file(file: Path) -> list[TaskSpec]:
-    import yaml
-
     try:
         entries = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -254,7 +253,7 @@ def _rows_from_provider(target: str, task: str, kwargs: dict) -> list[dict]:
     # pipeline's demo corpus, so the eval set follows the training format exactly. It receives
     # the keyword arguments it declares among `kwargs` (the runner passes num/seed from data.*).
     # "module:function" (the documented form) or "module.function"; Hydra's locator imports it.
-    from hydra.utils import get_method  # here: hydra.utils costs ~0.25 s to import, needed only for py: data
+    from hydra.utils import get_method  # here: hydra.utils loads Hydra's runtime; only py: data needs it
 
     try:
         function = get_method(target.replace(":", "."))

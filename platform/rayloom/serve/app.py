@@ -1,10 +1,13 @@
 """Build the Ray Serve application from the typed config: `build_app(cfg)`.
 
-serve config -> ServePlan (model source, context window, adapters) -> one `LLMConfig` (Ray Serve
-LLM's engine + deployment settings) -> an LLMServer deployment (vLLM replicas; rayloom's subclass
-only sends the first streamed token at once) behind rayloom's guarded OpenAI ingress. This is the composition Ray Serve LLM documents for a custom ingress
-(`build_llm_deployment` + `make_fastapi_ingress`); `build_openai_app` does the same with the stock
-ingress and no way to add middleware.
+serve config -> ServePlan (rayloom.serve.deployment_plan: model source, context window, adapters)
+-> one `LLMConfig` (Ray Serve LLM's engine + deployment settings) -> by default
+(serve.colocate_ingress=true) one deployment whose replicas run rayloom's guarded OpenAI ingress
+and a vLLM engine in one process (rayloom.serve.endpoint); with serve.colocate_ingress=false an
+LLMServer deployment (rayloom.serve.server) behind a separate ingress deployment. Both are built
+with the composition Ray Serve LLM documents for a custom ingress (`build_llm_deployment` +
+`make_fastapi_ingress`); `build_openai_app` does the same with the stock ingress and no way to
+add middleware.
 
 `app_builder(args)` is the same builder in the form `serve deploy` / a KubeRay RayService calls
 (`import_path: rayloom.serve.app:app_builder`, see rayloom.serve.serve_config).
@@ -16,7 +19,9 @@ import functools
 import logging
 from typing import Any
 
-from rayloom.config import RayloomConfig, ServeConfig
+from omegaconf import OmegaConf
+
+from rayloom.config import RayloomConfig, ServeConfig, to_typed
 from rayloom.errors import UserError
 from rayloom.serve.auth import AuthSettings, resolve_auth
 from rayloom.serve.cpu_placement import ENGINE_CORE_PLACEMENT_KEY
@@ -49,8 +54,10 @@ def build_deployment_config(serve: ServeConfig) -> dict[str, Any]:
     config: dict[str, Any] = {
         "max_ongoing_requests": serve.max_ongoing_requests,
         "max_queued_requests": serve.max_queued_requests,
-        # Overload answers 503 + Retry-After wherever it is detected: Serve's proxy (the caller of a
-        # colocated endpoint) or the ingress (rayloom.serve.ingress, its own JSON 503).
+        # Overload answers 503 + Retry-After where Serve detects it: with the colocated endpoint
+        # (default) Serve itself, before rayloom's code runs (plain text, from the replica's direct
+        # ingress behind HAProxy or from Serve's proxy); with a separate ingress the ingress's
+        # call to the engine deployment, which rayloom.serve.ingress turns into an OpenAI-style 503.
         "backpressure_config": {"status_code": 503, "retry_after_s": 1},
         "ray_actor_options": {"num_cpus": serve.replica_num_cpus},
     }
@@ -93,17 +100,15 @@ def controller_env_vars(serve: ServeConfig) -> dict[str, str]:
 
     http_ingress=haproxy: the controller runs HAProxy (Ray Serve's HAProxyManager) on serve.port
     instead of the Python proxy, and feeds it the ingress replicas' direct-ingress ports; a
-    Python proxy stays on the head node as HAProxy's fallback. Measured on 2 cores (tiny model,
-    three-round medians, same session): output tokens/s 256 / 885 / 1,985 at concurrency
-    1 / 4 / 16 vs 245 / 778 / 1,596 with the Python proxy, TTFT p50 16.9 / 34.3 / 106 ms vs
-    27.9 / 46.9 / 140 ms; `vllm serve` 265 / 898 / 1,962 and 13.8 / 27.1 / 105 ms.
+    Python proxy stays on the head node as HAProxy's fallback.
 
     The Python proxy (http_ingress=proxy, and HAProxy's fallback) reaches the replicas over
-    Serve's gRPC channel instead of Ray actor calls: with 16 concurrent streams TTFT p50 134-139 ms
-    instead of 200-208 ms, tokens/s +3-6%. The replicas' full throughput mode is not given to the
-    proxy: with it (router on the proxy's event loop) a burst of 40 requests on 2 replicas x 4 in
-    flight + 2 queued got 3 admitted instead of >= 8, the rest 503
+    Serve's gRPC channel instead of Ray actor calls. The replicas' full throughput mode is not
+    given to the proxy: with it (router on the proxy's event loop) a burst overflowed the queue
+    while replicas still had free slots
     (tests/integration/test_serve_endpoint.py::test_overload_gets_fast_503_and_the_endpoint_recovers).
+    What each setting gained is measured in bench/bench_serve.py (bench/results/serve.md) and
+    summarised in docs/serving.md ("What HAProxy changed, and what is left").
     """
     env: dict[str, str] = {}
     if serve.throughput_optimized:
@@ -114,8 +119,10 @@ def controller_env_vars(serve: ServeConfig) -> dict[str, str]:
 
 
 def build_llm_config(serve: ServeConfig, plan: ServePlan):
-    from pydantic import ValidationError
-    from ray.serve.llm import LLMConfig
+    from pydantic import ValidationError  # here with LLMConfig: only building an app needs them
+    from ray.serve.llm import (
+        LLMConfig,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
+    )
 
     if serve.use_gpu:
         placement = {"bundle_per_worker": {"GPU": 1, "CPU": serve.engine_num_cpus}}
@@ -150,10 +157,14 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
 
     `auth` defaults to the keys visible to this process (serve.api_key_env / api_key_file).
     """
-    from ray import serve as ray_serve
-    from ray.serve.llm import build_llm_deployment
+    from ray import serve as ray_serve  # here: Ray is imported only when an app is built
+    from ray.serve.llm import (
+        build_llm_deployment,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
+    )
 
-    from rayloom.serve._ray_llm_compat import to_model_metadata
+    from rayloom.serve._ray_llm_compat import (
+        to_model_metadata,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
+    )
     from rayloom.serve.ingress import IngressSettings, RayloomIngress, build_ingress_class
     from rayloom.serve.server import RayloomLLMServer
 
@@ -163,7 +174,9 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     llm_config = build_llm_config(serve, plan)
     bind_kwargs = {}
     if serve.uses_lora:
-        from rayloom.serve.lora_loader import NamedLoraLoader
+        from rayloom.serve.lora_loader import (
+            NamedLoraLoader,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
+        )
 
         # LLMServer builds its loader as `model_downloader(download_timeout_s=..., max_tries=...)`.
         bind_kwargs["model_downloader"] = functools.partial(
@@ -198,9 +211,13 @@ def _build_colocated_app(llm_config, model_cards: dict, settings, bind_kwargs: d
     (the engine's placement group plus the replica's bundle, replicas/autoscaling, request
     limits, health checks) and the split layout's engine deployment name.
     """
-    from ray.serve.llm import build_llm_deployment
+    from ray.serve.llm import (
+        build_llm_deployment,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
+    )
 
-    from rayloom.serve.endpoint import RayloomEndpoint
+    from rayloom.serve.endpoint import (
+        RayloomEndpoint,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
+    )
     from rayloom.serve.ingress import build_ingress_class
 
     try:
@@ -226,10 +243,6 @@ def app_builder(args: dict[str, Any]):
 
 def config_from_args(args: dict[str, Any]) -> RayloomConfig:
     """A typed, validated RayloomConfig from a Serve config's `args` (serve and model groups)."""
-    from omegaconf import OmegaConf
-
-    from rayloom.config import to_typed
-
     unknown = set(args) - {"serve", "model"}
     if unknown:
         raise UserError(f"serve config args: unknown keys {sorted(unknown)} (expected serve, model)")

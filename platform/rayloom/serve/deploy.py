@@ -19,10 +19,14 @@ from typing import Any
 from rayloom.config import RayloomConfig, ServeConfig
 from rayloom.errors import UserError
 from rayloom.eval import check_deploy_gate
+from rayloom.lineage import describe
 from rayloom.openai_client import api_base
 from rayloom.ports import free_port
+from rayloom.runtime import ray_session
+from rayloom.serve.app import build_app, controller_env_vars
 from rayloom.serve.auth import AuthSettings, read_api_keys, resolve_auth
 from rayloom.serve.deployment_plan import ServePlan, is_embedded, plan_serving
+from rayloom.serve.serve_config import write_serve_config
 from rayloom.waiting import wait_until
 
 log = logging.getLogger(__name__)
@@ -47,9 +51,7 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
 
     `auth` defaults to the keys this process sees; `plan` to `plan_serving(cfg)`.
     """
-    from ray import serve as ray_serve
-
-    from rayloom.serve.app import build_app, controller_env_vars
+    from ray import serve as ray_serve  # here: Ray only when deploying
 
     serve = cfg.serve
     plan = plan or plan_serving(cfg)
@@ -101,7 +103,9 @@ def _embedded_haproxy_ports() -> dict[str, str]:
 
 def _actual_http_address(serve: ServeConfig) -> ServeConfig:
     """`serve` with the host/port Serve really listens on (they differ when Serve was already up)."""
-    from rayloom.serve._ray_llm_compat import serve_http_address
+    from rayloom.serve._ray_llm_compat import (
+        serve_http_address,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
+    )
 
     actual = serve_http_address()
     if actual is None or actual == (serve.host, serve.port):
@@ -114,7 +118,7 @@ def _actual_http_address(serve: ServeConfig) -> ServeConfig:
 
 def _wait_until_running(app_name: str, timeout_s: float) -> None:
     """Poll Serve until the app runs; a failed deploy raises with Serve's own messages."""
-    from ray import serve as ray_serve
+    from ray import serve as ray_serve  # here: Ray only when deploying
 
     last = {"status": "NOT_STARTED"}
 
@@ -150,10 +154,8 @@ def check_health(base_url: str, api_key: str | None, *, timeout: float = 120.0) 
 
 
 def run_serve_job(cfg: RayloomConfig) -> Endpoint:
-    import ray
+    import ray  # here: Ray only when the job runs
 
-    from rayloom.runtime import ray_session
-    from rayloom.serve.serve_config import write_serve_config
 
     serve = cfg.serve
     auth = resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)
@@ -172,8 +174,6 @@ def run_serve_job(cfg: RayloomConfig) -> Endpoint:
         health = check_health(endpoint.base_url, keys[0] if keys else None)
         print(f"endpoint: {endpoint.base_url}  models: {', '.join(endpoint.model_ids)}", flush=True)
         if plan.lineage:
-            from rayloom.lineage import describe
-
             print("  lineage (GET /v1/models/<id> -> metadata.rayloom_lineage):\n    "
                   + "\n    <- ".join(describe(plan.lineage)), flush=True)
         print(f"  health: {health['status']} (one-token generation in {health['latency_ms']} ms); "
@@ -185,7 +185,7 @@ def run_serve_job(cfg: RayloomConfig) -> Endpoint:
 
 
 def _block_until_interrupted(serve: ServeConfig) -> None:
-    from ray import serve as ray_serve
+    from ray import serve as ray_serve  # here: Ray only when deploying
 
     print("serving; press Ctrl-C to stop", flush=True)
     try:

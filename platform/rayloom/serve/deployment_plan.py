@@ -19,6 +19,8 @@ from pathlib import Path
 from rayloom import storage
 from rayloom.config import ClusterConfig, RayloomConfig
 from rayloom.lineage import read_lineage
+from rayloom.models import resolve_model_dir
+from rayloom.models.presets import cache_root
 from rayloom.serve.adapters import fetch_adapter
 from rayloom.serve.limits import RequestLimits
 
@@ -47,9 +49,6 @@ def is_embedded(cluster: ClusterConfig) -> bool:
 
 
 def plan_serving(cfg: RayloomConfig, *, resolve_locally: bool | None = None) -> ServePlan:
-    from rayloom.models import resolve_model_dir
-    from rayloom.models.presets import cache_root
-
     serve = cfg.serve
     local = is_embedded(cfg.cluster) if resolve_locally is None else resolve_locally
     model = cfg.model

@@ -22,13 +22,12 @@ from typing import Any
 
 from rayloom.serve._ray_llm_compat import RawRequestInfo, get_base_model_id
 from rayloom.serve.ingress import IngressSettings, RayloomIngress
+from rayloom.serve.server import RayloomLLMServer
 
 
 class RayloomEndpoint(RayloomIngress):
     # Serve awaits an async constructor; the engine starts before the replica takes traffic.
     async def __init__(self, llm_config, model_cards, *, settings: IngressSettings, model_downloader=None):
-        from rayloom.serve.server import RayloomLLMServer
-
         # The library ingress keeps handles per model id; here the only "handle" is the local server.
         super().__init__({llm_config.model_id: None}, model_cards, settings=settings)
         self._server = RayloomLLMServer.sync_init(llm_config, model_downloader=model_downloader)
@@ -37,10 +36,9 @@ class RayloomEndpoint(RayloomIngress):
     @classmethod
     def get_deployment_options(cls, llm_config) -> dict[str, Any]:
         """LLMServer's options: what `build_llm_deployment` asks its deployment class for."""
-        from rayloom.serve.server import RayloomLLMServer
-
         return RayloomLLMServer.get_deployment_options(llm_config)
 
+    # Private override (checked by rayloom.serve._ray_llm_compat.PRIVATE_SURFACE).
     async def _get_response(self, *, body: Any, call_method: str, raw_request=None):
         """The library ingress's `_get_response`, calling the in-process server instead of a handle."""
         model_id = await self._get_model_id(body.model)

@@ -2,10 +2,17 @@
 
 The protocol (routes, request/response models, streaming, routing to replicas, LoRA
 multiplexing) is the library's. This subclass adds only what an exposed endpoint needs and the
-library leaves out: request limits checked before a request is queued for an engine, clean
-OpenAI-style 4xx/503 errors for them, adapter names in /v1/models, and GET /health, which runs a
-real one-token generation. Auth and the body-size limit sit one layer further out
-(rayloom.serve.guard), on the FastAPI app this class is served with (see build_ingress_app).
+library leaves out: request limits checked before a request reaches an engine, with OpenAI-style
+4xx errors; adapter names in /v1/models; and GET /health, which runs a real one-token generation.
+Auth and the body-size limit sit one layer further out (rayloom.serve.guard), on the FastAPI app
+this class is served with (see build_ingress_app).
+
+Overload: in the default layout (serve.colocate_ingress=true, rayloom.serve.endpoint) the ingress
+runs inside the engine replica, and Serve enforces the replica's queue bound before this code
+runs: the client gets Serve's own 503 with Retry-After (plain text, not an OpenAI error body).
+Only with a separate ingress deployment (serve.colocate_ingress=false) does the ingress's call to
+the engine deployment raise BackPressureError, which it answers with an OpenAI-style JSON 503
+(`_overloaded`).
 
 No `from __future__ import annotations` here: FastAPI reads the endpoint signatures.
 """
@@ -42,6 +49,7 @@ from rayloom.serve.limits import (
     error_body,
     resolve_max_tokens,
 )
+from rayloom.serve.prompt_tokens import count_chat_tokens, count_completion_tokens, load_serving_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +82,6 @@ class RayloomIngress(OpenAiIngress):
         settings.auth.verifier().check_ready()
         self._settings = settings
         self._limits = settings.limits
-        from rayloom.serve.prompt_tokens import load_serving_tokenizer
-
         self._tokenizer = load_serving_tokenizer(settings.tokenizer_source, settings.cache_dir)
 
     # -- OpenAI routes ------------------------------------------------------------------------
@@ -101,7 +107,7 @@ class RayloomIngress(OpenAiIngress):
     async def model(self, model_id: str):
         base, _, adapter = model_id.partition(":")
         if adapter and base == self._settings.model_id and adapter in self._settings.adapter_names:
-            base_card = self._model_cards[base]
+            base_card = self._model_cards[base]  # private (rayloom.serve._ray_llm_compat.PRIVATE_SURFACE)
             return ModelCard(id=model_id, object="model", owned_by=base_card.owned_by,
                              permission=list(base_card.permission),
                              metadata={**base_card.metadata, "base_model_id": base, "lora_adapter": adapter})
@@ -122,6 +128,7 @@ class RayloomIngress(OpenAiIngress):
         probe = CompletionRequest(model=self._settings.model_id, prompt="ping", max_tokens=1, temperature=0.0)
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                # private (rayloom.serve._ray_llm_compat.PRIVATE_SURFACE)
                 result = await anext(self._get_response(body=probe, call_method="completions"))
             if isinstance(result, list):
                 result = result[0]
@@ -186,14 +193,10 @@ class RayloomIngress(OpenAiIngress):
 
 
 def _count_chat(tokenizer, messages) -> int:
-    from rayloom.serve.prompt_tokens import count_chat_tokens
-
     return count_chat_tokens(tokenizer, messages)
 
 
 def _count_completion(tokenizer, prompt) -> list[int]:
-    from rayloom.serve.prompt_tokens import count_completion_tokens
-
     return count_completion_tokens(tokenizer, prompt)
 
 

@@ -7,6 +7,7 @@ template (as vLLM renders them), completion prompts are encoded as vLLM encodes 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,11 +25,9 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 
 def load_serving_tokenizer(source: str, cache_dir: str | Path):
     """The tokenizer of a local model directory, an s3:// model (tokenizer files only) or a hub id."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # here: transformers is heavy; only replicas load tokenizers
 
     if storage.is_s3(source):
-        import hashlib
-
         target = Path(cache_dir).expanduser() / f"tokenizer-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
         target.mkdir(parents=True, exist_ok=True)
         for name in _TOKENIZER_FILES:

@@ -14,8 +14,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rayloom import storage
 from rayloom.config import RayloomConfig
+from rayloom.errors import UserError
+from rayloom.runtime import build_env_vars
+from rayloom.serve.app import controller_env_vars
+from rayloom.serve.deployment_plan import _looks_like_hub_id
 
 APP_BUILDER = "rayloom.serve.app:app_builder"
 
@@ -28,9 +34,6 @@ def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dic
     """The Serve config dict. `for_cluster=True` renders a portable document (a KubeRay RayService):
     nothing from this machine's environment, a model every node can read, and HTTP on all interfaces
     of the pod (the Kubernetes Service, not the pod, decides what is exposed)."""
-    from rayloom.runtime import build_env_vars
-    from rayloom.serve.app import controller_env_vars
-
     serve = cfg.serve
     if for_cluster:
         _check_cluster_visible_model(cfg)
@@ -60,9 +63,6 @@ def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dic
 
 
 def _check_cluster_visible_model(cfg: RayloomConfig) -> None:
-    from rayloom.errors import UserError
-    from rayloom.serve.deployment_plan import _looks_like_hub_id
-
     source = cfg.serve.model_path or cfg.model.path
     # A preset without serve.model_path is rebuilt from its config on the node (nothing to ship).
     portable = bool(source) and (storage.is_s3(source) or _looks_like_hub_id(source))
@@ -76,8 +76,6 @@ def _check_cluster_visible_model(cfg: RayloomConfig) -> None:
 
 
 def render_serve_config_yaml(cfg: RayloomConfig) -> str:
-    import yaml
-
     header = ("# Ray Serve config written by `rayloom serve` (rayloom.serve.serve_config).\n"
               "# Deploy with `serve deploy <this file>` or use it as a RayService's spec.serveConfigV2.\n"
               f"# API keys: provide ${cfg.serve.api_key_env or '<serve.api_key_env>'}"

@@ -25,6 +25,7 @@ class RayloomLLMServer(LLMServer):
         # The engine's processes exist now: place its scheduler process (CPU serving only).
         place_engine_core(self._llm_config.experimental_configs.get(ENGINE_CORE_PLACEMENT_KEY, "free"))
 
+    # Private override (checked by rayloom.serve._ray_llm_compat.PRIVATE_SURFACE).
     def _batch_output_stream(self, generator: AsyncGenerator[Any, None]) -> AsyncGenerator[list[Any], None]:
         return first_then_batched(generator, self._get_batch_interval_ms())
 
@@ -34,5 +35,6 @@ class RayloomLLMServer(LLMServer):
         `_load_model` is the library's Serve-multiplexed loader (an LRU of
         max_num_adapters_per_replica adapters per replica), so a resident adapter costs nothing.
         """
+        # `_load_model` is private (rayloom.serve._ray_llm_compat.PRIVATE_SURFACE).
         disk_lora_model = await self._load_model(model_id)
         await self.engine.resolve_lora(disk_lora_model)

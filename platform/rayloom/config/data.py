@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rayloom.config._validate import fraction, non_negative, one_of, positive, require
+from rayloom.config._validate import fraction, non_negative, one_of, positive, require, safe_name
 
 RECORD_SCHEMAS = ("text", "messages", "preference")
 SOURCE_FORMATS = ("auto", "jsonl", "parquet", "text")
@@ -94,6 +94,9 @@ class DataConfig:
     output: str = ""
     # Bad rows with their reasons (JSON lines); empty -> <output>.quarantine.jsonl.
     quarantine: str = ""
+    # Let the job replace an existing data.output that rayloom did not write (moved aside locally,
+    # never deleted). A committed rayloom dataset there is replaced without it (older versions kept).
+    overwrite: bool = False
     seq_len: int = 256
     packing: bool = True
     val_fraction: float = 0.05
@@ -121,8 +124,7 @@ class DataConfig:
     num_demo_eval: int = 200
 
     def __post_init__(self) -> None:
-        require(bool(self.name) and "/" not in self.name, "data.name", "must be a non-empty name without '/'",
-                self.name)
+        safe_name(self.name, "data.name")
         positive(self.seq_len, "data.seq_len")
         require(self.seq_len >= 8, "data.seq_len", "must be at least 8 tokens", self.seq_len)
         fraction(self.val_fraction, "data.val_fraction", inclusive_high=False)

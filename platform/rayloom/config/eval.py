@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rayloom.config._validate import fraction, non_negative, one_of, positive, require
+from rayloom.config._validate import fraction, non_negative, one_of, positive, require, safe_name
 
 PERTURBATIONS = ("typo", "case", "paraphrase", "injection")
 REVIEW_FORMATS = ("jsonl", "csv")
@@ -184,6 +184,9 @@ class EvalConfig:
     output: str = ""
     # Empty -> "<model name>-<UTC timestamp>".
     run_name: str = ""
+    # Let the run replace an existing eval.output that rayloom did not write (moved aside locally,
+    # never deleted). A committed rayloom eval run there is replaced without it.
+    overwrite: bool = False
     # After the run, also write a side-by-side report against this earlier run (dir or URI).
     compare_with: str = ""
     # eval.mode=compare: exactly two run directories, "before" first.
@@ -217,5 +220,4 @@ class EvalConfig:
         one_of(self.dtype, ("auto", "float32", "bfloat16", "float16"), "eval.dtype")
         positive(self.max_model_len, "eval.max_model_len")
         positive(self.kv_cache_gib, "eval.kv_cache_gib")
-        require(not self.run_name or "/" not in self.run_name, "eval.run_name", "must not contain '/'",
-                self.run_name)
+        safe_name(self.run_name, "eval.run_name", allow_empty=True)

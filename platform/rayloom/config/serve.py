@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayloom.config._validate import non_negative, one_of, positive, require
+from rayloom.config._validate import non_negative, one_of, positive, require, safe_name
 
 # Adapter names become part of the served model id ("<model_id>:<adapter>"), so they must not
 # contain the separator or characters that need escaping in URLs and paths.
@@ -125,7 +125,7 @@ class ServeConfig:
     enforce_gate: bool = False
 
     def __post_init__(self) -> None:
-        require(bool(self.app_name), "serve.app_name", "must not be empty", self.app_name)
+        safe_name(self.app_name, "serve.app_name")
         require(":" not in self.model_id, "serve.model_id", "must not contain ':' (it separates LoRA adapters)",
                 self.model_id)
         require(1 <= self.port <= 65535, "serve.port", "must be a TCP port", self.port)

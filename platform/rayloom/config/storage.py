@@ -15,9 +15,15 @@ class StorageConfig:
     # workers as AWS_ENDPOINT_URL. Credentials come only from the environment / AWS config.
     s3_endpoint_url: str = ""
     region: str = ""
+    # Committed versions kept per artifact (models, datasets, eval runs), the current one included:
+    # 2 keeps the previous version for `rayloom storage rollback` and for readers that started
+    # before a re-commit. Jobs export it to workers as RAYLOOM_KEEP_VERSIONS.
+    keep_versions: int = 2
 
     def __post_init__(self) -> None:
         require(bool(self.root), "storage.root", "must not be empty", self.root)
+        require(isinstance(self.keep_versions, int) and self.keep_versions >= 1, "storage.keep_versions",
+                "must be at least 1 (the current version)", self.keep_versions)
         require(
             not self.s3_endpoint_url or self.s3_endpoint_url.startswith(("http://", "https://")),
             "storage.s3_endpoint_url", "must start with http:// or https://", self.s3_endpoint_url,

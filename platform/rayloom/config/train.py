@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rayloom.config._validate import fraction, non_negative, one_of, positive, require
+from rayloom.config._validate import fraction, non_negative, one_of, positive, require, safe_name
 
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -195,6 +195,9 @@ class TrainConfig:
     # empty export_dir -> <storage.root>/models/<run_name>.
     export: bool = True
     export_dir: str = ""
+    # Let the export replace an existing export_dir that rayloom did not write (it is moved aside,
+    # never deleted). A committed rayloom model there is replaced without it (older versions kept).
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         positive(self.num_workers, "train.num_workers")
@@ -224,5 +227,4 @@ class TrainConfig:
         positive(self.adam_eps, "train.adam_eps")
         require(self.warmup_steps < self.max_steps or self.warmup_steps == 0, "train.warmup_steps",
                 f"must be smaller than train.max_steps={self.max_steps}", self.warmup_steps)
-        require(bool(self.run_name) and "/" not in self.run_name, "train.run_name",
-                "must be a non-empty name without '/'", self.run_name)
+        safe_name(self.run_name, "train.run_name")

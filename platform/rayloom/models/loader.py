@@ -1,13 +1,15 @@
 """Resolve `model.*` to a local Hugging Face directory, and load model + tokenizer from it.
 
-Sources: a preset built from config, a local directory, an s3:// prefix (downloaded once into
-the cache, keyed by URI) or a Hugging Face hub id (real `snapshot_download`; without network it
-fails with a message saying so).
+Sources: a preset built from config, a local directory, an s3:// prefix or a Hugging Face hub id
+(real `snapshot_download`; without network it fails with a message saying so). An s3:// model
+must be a committed rayloom artifact: it is read through its commit marker, into a local cache
+keyed by URI and version whose files are checked against the marker's sizes (storage.
+download_committed), so a half-written export or a partial download is never loaded. A local
+committed artifact resolves to its current version's directory, pinned for the whole load.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -22,12 +24,16 @@ log = logging.getLogger(__name__)
 def resolve_model_dir(model: ModelConfig) -> Path:
     if model.preset is not None:
         return build_preset(model)
-    assert model.path is not None
+    if model.path is None:
+        raise UserError("model.path is empty and model.preset is not set: name a model")
     path = model.path
     if storage.is_s3(path):
         return _from_s3(model, path)
     local = Path(path).expanduser()
     if local.exists() or path.startswith((".", "/", "~")):
+        if storage.is_committed(local):
+            # One version for the whole load, even if a re-export switches the link meanwhile.
+            local = Path(storage.resolve_committed(local))
         if not (local / "config.json").is_file():
             raise UserError(f"model.path={path!r} is not a Hugging Face model directory (no config.json there)")
         return local
@@ -35,18 +41,9 @@ def resolve_model_dir(model: ModelConfig) -> Path:
 
 
 def _from_s3(model: ModelConfig, uri: str) -> Path:
-    from filelock import FileLock
-
-    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:12]
-    target = cache_root(model) / "models" / f"s3-{key}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not storage.is_committed(target):
-            if not storage.exists(storage.join(uri, "config.json")):
-                raise UserError(f"model.path={uri!r}: no config.json under that S3 prefix")
-            log.info("downloading model %s", uri)
-            with storage.local_copy(uri, cache_dir=target.parent) as tmp:
-                storage.commit_dir(tmp, target)
+    target = storage.download_committed(uri, cache_root(model) / "models", what=f"model.path={uri!r}:")
+    if not (target / "config.json").is_file():
+        raise UserError(f"model.path={uri!r}: no config.json in its committed version")
     return target
 
 

@@ -30,9 +30,9 @@ class Job:
 # jobs/<job>.py entrypoint load only the package that runs.
 
 def _run(cfg: RayloomConfig) -> Any:
-    from rayloom.demo import run_main  # every stage's package: only when `rayloom run` runs
+    from rayloom.recipes import run_demo  # every stage's package: only when `rayloom run` runs
 
-    return run_main(cfg)
+    return run_demo(cfg)
 
 
 def _data(cfg: RayloomConfig) -> Any:

@@ -56,9 +56,9 @@ def test_demo_stage_prints_the_before_after_table(ray_local, tmp_path, tiny_conf
     import dataclasses
 
     from rayloom.config import compose
-    from rayloom.demo import DemoState
-    from rayloom.eval.demo_stage import stage_eval
     from rayloom.models import resolve_model_dir
+    from rayloom.recipes import DemoState
+    from rayloom.recipes.demo_stages import stage_eval
 
     # A second, different model stands in for the fine-tuned one (another seed of the same preset).
     other = resolve_model_dir(dataclasses.replace(tiny_config.model, seed=1))
@@ -121,8 +121,8 @@ def _fine_tune_on_demo_tasks(model_dir: Path, out: Path, steps: int = 1500) -> P
 @pytest.mark.slow
 def test_demo_stage_shows_the_checkable_tasks_improving(ray_local, tmp_path, tiny_model_dir, capsys):
     from rayloom.config import compose
-    from rayloom.demo import DemoState
-    from rayloom.eval.demo_stage import stage_eval
+    from rayloom.recipes import DemoState
+    from rayloom.recipes.demo_stages import stage_eval
 
     tuned = _fine_tune_on_demo_tasks(Path(tiny_model_dir), tmp_path / "tuned")
     cfg = compose("run", ["model=tiny-2l", f"storage.root={tmp_path}"])

@@ -1,6 +1,6 @@
 """Terraform checks that need no network: formatting (when the binary exists), parsing with
-python-hcl2, the rules that matter read from the code, and checkov policies (when installed in
-.venv-tools): no SSH or Ray port open to the internet, encryption on, IMDSv2, pinned versions."""
+python-hcl2, the rules that matter read from the code, and checkov policies (from .venv-tools,
+which `make setup` makes): no SSH or Ray port open to the internet, encryption on, IMDSv2, pinned versions."""
 
 from __future__ import annotations
 
@@ -166,8 +166,8 @@ def test_node_policy_is_scoped_to_the_bucket():
 
 def _checkov(*args: str) -> dict:
     if not CHECKOV.is_file():
-        pytest.skip("checkov is not installed: python3 -m venv .venv-tools && "
-                    ".venv-tools/bin/pip install checkov==3.3.30 (a separate venv: it conflicts with the main one)")
+        pytest.skip("checkov is not installed in .venv-tools: run `make setup` (scripts/bootstrap.sh makes that "
+                    "separate venv from requirements/tools.lock; checkov's pins clash with the main one)")
     out = subprocess.run([str(CHECKOV), *args, "--skip-download", "-o", "json"],
                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
                          env=dict(os.environ, BC_SKIP_MAPPING="TRUE"))

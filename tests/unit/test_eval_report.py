@@ -92,8 +92,8 @@ def test_bad_eval_config_names_the_key(override, key):
 
 
 def test_demo_stage_skips_without_a_fine_tuned_model(tmp_path, capsys):
-    from rayloom.demo import DemoState
-    from rayloom.eval.demo_stage import stage_eval
+    from rayloom.recipes import DemoState
+    from rayloom.recipes.demo_stages import stage_eval
 
     cfg = compose("run", [f"storage.root={tmp_path}"])
     state = DemoState(model_dir=tmp_path, final_model_dir=str(tmp_path))

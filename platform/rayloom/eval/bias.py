@@ -36,12 +36,12 @@ def _filled(spec: TaskSpec, row: dict, index: int) -> list[tuple[str, dict]]:
     return [(str(term), {**row, spec.context: context.replace("{term}", str(term))}) for term in terms]
 
 
-def uses_likelihood(spec: TaskSpec, rows: list[dict]) -> bool:
+def _uses_likelihood(spec: TaskSpec, rows: list[dict]) -> bool:
     return all(spec.continuation in row for row in rows)
 
 
 def build_requests(spec: TaskSpec, rows: list[dict], builder: PromptBuilder, prefix: str) -> list[EvalRequest]:
-    likelihood = uses_likelihood(spec, rows)
+    likelihood = _uses_likelihood(spec, rows)
     requests = []
     for i, row in enumerate(rows):
         for j, (_, filled) in enumerate(_filled(spec, row, i)):
@@ -58,7 +58,7 @@ def build_requests(spec: TaskSpec, rows: list[dict], builder: PromptBuilder, pre
 def score(spec: TaskSpec, rows: list[dict], requests: list[EvalRequest],
           responses: dict[str, EvalResponse]) -> TaskResult:
     prefix = requests[0].id.split("#", 1)[0] if requests else spec.name
-    likelihood = uses_likelihood(spec, rows)
+    likelihood = _uses_likelihood(spec, rows)
     gaps, firsts, disagree, predictions, errors = [], [], [], [], 0
     per_category: dict[str, list[float]] = {}
     for i, row in enumerate(rows):

@@ -72,7 +72,7 @@ class GateResult:
                              for f in self.failures]}
 
 
-def as_gate_config(gate: GateConfig | dict) -> GateConfig:
+def _as_gate_config(gate: GateConfig | dict) -> GateConfig:
     """A GateConfig from the typed config or a plain dict ({"min": ..., "max": ...}, or the flat
     form {"metric": low, "max:metric": high})."""
     if isinstance(gate, GateConfig):
@@ -87,7 +87,7 @@ def as_gate_config(gate: GateConfig | dict) -> GateConfig:
 
 
 def evaluate_gate(metrics: dict[str, float], gate: GateConfig | dict, run: str | None = None) -> GateResult:
-    gate = as_gate_config(gate)
+    gate = _as_gate_config(gate)
     failures, checked = [], []
     for op, thresholds in ((">=", gate.min), ("<=", gate.max)):
         for metric, threshold in sorted(thresholds.items()):
@@ -110,7 +110,7 @@ def evaluate_gate(metrics: dict[str, float], gate: GateConfig | dict, run: str |
 def check_gate(model_dir_or_run: str | os.PathLike, gate_cfg: GateConfig | dict, *,
                eval_root: str | None = None) -> GateResult:
     """Check a model's latest evaluation (or an eval run directory) against the gate."""
-    gate = as_gate_config(gate_cfg)
+    gate = _as_gate_config(gate_cfg)
     target = str(model_dir_or_run)
     if store.is_run(target):
         run = target
@@ -125,13 +125,13 @@ def check_gate(model_dir_or_run: str | os.PathLike, gate_cfg: GateConfig | dict,
                 "first (or point at an eval run directory)"))
     payload = store.load_run(run)
     if not store.is_run(target):
-        stale = stale_evaluation_reason(target, payload, run)
+        stale = _stale_evaluation_reason(target, payload, run)
         if stale:
             return GateResult(passed=False, run=run, reason=stale)
     return evaluate_gate(payload.get("metrics", {}), gate, run=run)
 
 
-def stale_evaluation_reason(model_dir: str, payload: dict, run: str) -> str:
+def _stale_evaluation_reason(model_dir: str, payload: dict, run: str) -> str:
     """Why the latest evaluation does not describe the model now at `model_dir` ('' when it does):
     the lineage id beside the model changed since (retrained or re-exported in place)."""
     current = read_lineage(model_dir)
@@ -154,7 +154,7 @@ def _default_storage():
     return StorageConfig()
 
 
-def deploy_model_ref(cfg) -> str:
+def _deploy_model_ref(cfg) -> str:
     """The model `rayloom serve` would deploy, named as the eval index names it."""
     if cfg.serve.model_path:
         return cfg.serve.model_path
@@ -166,8 +166,8 @@ def deploy_model_ref(cfg) -> str:
 def check_deploy_gate(cfg) -> GateResult:
     """For `rayloom serve` with serve.enforce_gate=true: raise GateFailed unless the served model's
     latest evaluation (under <storage.root>/eval) passes eval.gate; the message lists what failed."""
-    model = deploy_model_ref(cfg)
-    if as_gate_config(cfg.eval.gate).is_empty:
+    model = _deploy_model_ref(cfg)
+    if _as_gate_config(cfg.eval.gate).is_empty:
         log.warning("serve.enforce_gate=true but eval.gate sets no thresholds: nothing to enforce")
     result = enforce_gate(model, cfg.eval.gate, eval_root=store.eval_root(cfg.storage))
     log.info("%s", result.message)

@@ -88,7 +88,7 @@ def _instructions(scale: tuple[int, int], count: int) -> str:
             "Do not open key.json: it says which system wrote each answer.\n")
 
 
-def read_ratings(uri: str, scale: tuple[int, int]) -> tuple[str, dict[str, int], int]:
+def _read_ratings(uri: str, scale: tuple[int, int]) -> tuple[str, dict[str, int], int]:
     """(rater, item_id -> score, number of items left blank) from a rater's JSONL or CSV file."""
     if not storage.exists(uri):
         raise UserError(f"ratings file {uri} does not exist")
@@ -134,7 +134,7 @@ def import_reviews(key_dir: str, rating_files: list[str], kappa_weights: str = "
     raters: dict[str, dict[str, int]] = {}
     blanks = 0
     for uri in rating_files:
-        rater, scores, blank = read_ratings(uri, scale)
+        rater, scores, blank = _read_ratings(uri, scale)
         unknown = sorted(set(scores) - set(key))
         if unknown:
             raise UserError(f"ratings file {uri}: item ids not in this export: {unknown[:5]}")

@@ -117,7 +117,7 @@ def argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda i: values[i])
 
 
-def choice_probabilities(logliks: Sequence[float]) -> list[float]:
+def _choice_probabilities(logliks: Sequence[float]) -> list[float]:
     """Softmax over the choices' log-likelihoods: the model's belief among the offered choices."""
     top = max(logliks)
     weights = [math.exp(v - top) for v in logliks]
@@ -128,7 +128,7 @@ def choice_probabilities(logliks: Sequence[float]) -> list[float]:
 def multiple_choice(logliks: Sequence[float], choices: Sequence[str], answer: int) -> dict[str, float]:
     """acc: argmax log-likelihood; acc_norm: argmax per byte of the choice (length-normalised)."""
     normed = [ll / max(1, len(c.encode("utf-8"))) for ll, c in zip(logliks, choices, strict=True)]
-    probs = choice_probabilities(logliks)
+    probs = _choice_probabilities(logliks)
     return {"acc": float(argmax(logliks) == answer), "acc_norm": float(argmax(normed) == answer),
             "confidence": max(probs), "prob_correct": probs[answer]}
 

@@ -44,7 +44,7 @@ def _engine_env(settings: EngineSettings) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
-def engine_dtype(model_dir: str, requested: str) -> str:
+def _engine_dtype(model_dir: str, requested: str) -> str:
     """"auto" -> the dtype the checkpoint was saved in. vLLM's own "auto" runs float32 checkpoints
     in bfloat16 on CPU, which would make scores differ from the model as trained and from
     transformers; an explicit eval.dtype (e.g. bfloat16 for speed) is used as given."""
@@ -60,7 +60,7 @@ def engine_dtype(model_dir: str, requested: str) -> str:
     return "auto"
 
 
-def capped_context(model_dir: str, requested: int) -> int:
+def _capped_context(model_dir: str, requested: int) -> int:
     """eval.max_model_len, capped at the model's own limit (vLLM refuses a longer window)."""
     config = os.path.join(model_dir, "config.json")
     limit = None
@@ -84,9 +84,9 @@ class VLLMPredictor:
 
         # Resolved on the actor's node: an s3:// model is downloaded there, a preset built there.
         model_dir = str(resolve_model_dir(model))
-        self.max_model_len = capped_context(model_dir, settings.max_model_len)
+        self.max_model_len = _capped_context(model_dir, settings.max_model_len)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=model.trust_remote_code)
-        self.llm = LLM(model=model_dir, dtype=engine_dtype(model_dir, settings.dtype),
+        self.llm = LLM(model=model_dir, dtype=_engine_dtype(model_dir, settings.dtype),
                        max_model_len=self.max_model_len,
                        enforce_eager=settings.enforce_eager, seed=settings.seed,
                        trust_remote_code=model.trust_remote_code)

@@ -73,7 +73,7 @@ class PromptBuilder:
         shots = []
         for example in self.fewshot:
             if self.spec.kind == "multiple_choice":
-                answer = self.spec.choice_prefix + choice_text(example, self.spec)
+                answer = self.spec.choice_prefix + _choice_text(example, self.spec)
             else:
                 answer = example.get(self.spec.target, "")
                 answer = " " + str(answer[0] if isinstance(answer, list) and answer else answer)
@@ -87,7 +87,7 @@ class PromptBuilder:
         return {"prompt": self.text(values)}
 
 
-def choice_text(row: dict, spec: TaskSpec) -> str:
+def _choice_text(row: dict, spec: TaskSpec) -> str:
     choices = row.get(spec.choices)
     index = answer_index(row, spec)
     return str(choices[index])

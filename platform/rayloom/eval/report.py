@@ -25,7 +25,7 @@ def fmt(value) -> str:
     return str(value)
 
 
-def make_plots(payload: dict, out: Path) -> list[tuple[str, Path]]:
+def _make_plots(payload: dict, out: Path) -> list[tuple[str, Path]]:
     """(caption, path) of every figure for this run, written under out/plots."""
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def page(title: str, body: str) -> str:
             f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
 
 
-def html_report(payload: dict, figures: list[tuple[str, Path]]) -> str:
+def _html_report(payload: dict, figures: list[tuple[str, Path]]) -> str:
     model = payload.get("model", {})
     parts = [f"<h1>Evaluation report: {html.escape(payload['run'])}</h1>",
              f"<p>model <code>{html.escape(str(model.get('name', '')))}</code> ({html.escape(str(model.get('path', '')))})"
@@ -144,7 +144,7 @@ def html_report(payload: dict, figures: list[tuple[str, Path]]) -> str:
 
 def write_report(payload: dict, out: Path, with_plots: bool = True) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    figures = make_plots(payload, out) if with_plots else []
+    figures = _make_plots(payload, out) if with_plots else []
     (out / "report.md").write_text(markdown(payload, figures, out))
-    (out / "report.html").write_text(html_report(payload, figures))
+    (out / "report.html").write_text(_html_report(payload, figures))
     return {"markdown": out / "report.md", "html": out / "report.html"}

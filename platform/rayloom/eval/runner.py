@@ -48,7 +48,7 @@ class EvalRun:
     gate: GateResult | None
 
 
-def build_model_config(cfg: RayloomConfig, model_path: str | None = None) -> ModelConfig:
+def _build_model_config(cfg: RayloomConfig, model_path: str | None = None) -> ModelConfig:
     """The model group, or a path (eval.model_path / the demo's checkpoints) loaded with its settings."""
     path = model_path or cfg.eval.model_path
     if not path:
@@ -57,7 +57,7 @@ def build_model_config(cfg: RayloomConfig, model_path: str | None = None) -> Mod
     return dataclasses.replace(cfg.model, name=name, preset=None, path=str(path))
 
 
-def build_target(cfg: RayloomConfig, model: ModelConfig):
+def _build_target(cfg: RayloomConfig, model: ModelConfig):
     if cfg.eval.target == "endpoint":
         return EndpointTarget(cfg.eval)
     return OfflineTarget(model, cfg.eval)
@@ -84,8 +84,8 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
     ecfg = cfg.eval
     registry = load_task_registry(ecfg.task_dirs)
     plans = build_plans(ecfg, registry, provider_kwargs={"num": cfg.data.num_demo_eval, "seed": cfg.data.seed})
-    model = build_model_config(cfg, model_path)
-    target = build_target(cfg, model)
+    model = _build_model_config(cfg, model_path)
+    target = _build_target(cfg, model)
     info = _model_info(cfg, model, target)
     if label:
         info["label"] = label
@@ -142,7 +142,7 @@ def _dumps(payload: dict) -> str:
     return json.dumps(payload, indent=2)
 
 
-def summary_table(payload: dict) -> str:
+def _summary_table(payload: dict) -> str:
     rows = [(task, metric, fmt(value), fmt(s.get("stderr", {}).get(metric)) if metric in s.get("stderr", {}) else "")
             for task, s in payload["tasks"].items() for metric, value in s["metrics"].items()]
     width = max([len("task/metric"), *(len(f"{t}/{m}") for t, m, _, _ in rows)])
@@ -170,7 +170,7 @@ def run_eval_job(cfg: RayloomConfig):
             run = evaluate(cfg)
     else:
         run = evaluate(cfg)
-    print(summary_table(run.payload))
+    print(_summary_table(run.payload))
     print(f"\neval run written to {run.uri} (report.html, report.md, metrics.json)")
     if ecfg.human_review.export:
         print(f"human review sample: {run.payload['human_review']['dir']} (items.csv / items.jsonl for raters)")

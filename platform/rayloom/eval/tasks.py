@@ -96,7 +96,7 @@ _KEYS = {f.name for f in fields(TaskSpec)} - {"name", "source"}
 _TUPLES = ("metrics", "stop", "refusal_markers", "paraphrases")
 
 
-def default_tasks_dir() -> Path:
+def _default_tasks_dir() -> Path:
     return conf_dir() / "tasks"
 
 
@@ -116,7 +116,7 @@ class TaskRegistry:
 
 def load_task_registry(extra_dirs: list[str] | tuple[str, ...] = ()) -> TaskRegistry:
     tasks: dict[str, TaskSpec] = {}
-    for folder in (default_tasks_dir(), *map(Path, extra_dirs)):
+    for folder in (_default_tasks_dir(), *map(Path, extra_dirs)):
         if not folder.is_dir():
             raise UserError(f"eval task folder {folder} does not exist")
         for file in sorted(folder.glob("*.yaml")):
@@ -205,7 +205,7 @@ def _check(spec: TaskSpec, where: str) -> None:
 
 def load_examples(spec: TaskSpec, max_examples: int | None = None, provider_kwargs: dict | None = None) -> list[dict]:
     """The task's rows (after the rows used as text few-shot examples), at most `max_examples`."""
-    rows = _filter(read_rows(spec.data, spec.name, provider_kwargs), spec)
+    rows = _filter(_read_rows(spec.data, spec.name, provider_kwargs), spec)
     if not spec.is_chat and spec.shots and not spec.fewshot_data:
         rows = rows[spec.shots:]
     if spec.kind == "perplexity":
@@ -223,13 +223,13 @@ def fewshot_rows(spec: TaskSpec, provider_kwargs: dict | None = None) -> list[di
     """Solved examples for text-format few-shot prompts."""
     if spec.is_chat or not spec.shots:
         return []
-    rows = _filter(read_rows(spec.fewshot_data or spec.data, spec.name, provider_kwargs), spec)
+    rows = _filter(_read_rows(spec.fewshot_data or spec.data, spec.name, provider_kwargs), spec)
     if len(rows) < spec.shots:
         raise UserError(f"eval task {spec.name!r}: asked for {spec.shots} shots but only {len(rows)} rows exist")
     return rows[:spec.shots]
 
 
-def read_rows(uri: str, task: str, provider_kwargs: dict | None = None) -> list[dict]:
+def _read_rows(uri: str, task: str, provider_kwargs: dict | None = None) -> list[dict]:
     if uri.startswith(PY_PREFIX):
         return _rows_from_provider(uri[len(PY_PREFIX):], task, provider_kwargs or {})
     if not storage.exists(uri):

@@ -16,7 +16,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 _WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
-def check_adapter_dir(path: Path, name: str, max_lora_rank: int) -> None:
+def _check_adapter_dir(path: Path, name: str, max_lora_rank: int) -> None:
     """A peft adapter vLLM can load: config + weights, a LoRA whose rank fits the engine."""
     config_file = path / ADAPTER_CONFIG
     if not config_file.is_file():
@@ -38,7 +38,7 @@ def fetch_adapter(path: str, name: str, cache_dir: str | Path, max_lora_rank: in
 
     if not storage.is_s3(path):
         local = Path(path).expanduser().resolve()
-        check_adapter_dir(local, name, max_lora_rank)
+        _check_adapter_dir(local, name, max_lora_rank)
         return local
     key = hashlib.sha256(path.rstrip("/").encode()).hexdigest()[:12]
     target = Path(cache_dir).expanduser() / f"{name}-{key}"
@@ -50,5 +50,5 @@ def fetch_adapter(path: str, name: str, cache_dir: str | Path, max_lora_rank: in
             log.info("downloading LoRA adapter %s from %s", name, path)
             with storage.local_copy(path, cache_dir=target.parent) as tmp:
                 storage.commit_dir(tmp, target)
-    check_adapter_dir(target, name, max_lora_rank)
+    _check_adapter_dir(target, name, max_lora_rank)
     return target

@@ -84,7 +84,7 @@ def find_engine(root: psutil.Process) -> EnginePlacement:
     return EnginePlacement(tuple(engine_cores), frozenset(worker_cores), frozenset(os.sched_getaffinity(root.pid)))
 
 
-def pin_to_cores(pid: int, cores: frozenset[int]) -> None:
+def _pin_to_cores(pid: int, cores: frozenset[int]) -> None:
     """Set the affinity of every thread of `pid` (sched_setaffinity acts on one thread; threads
     started later inherit it from the thread that starts them)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -105,7 +105,7 @@ def place_engine_core(mode: str, root: psutil.Process | None = None) -> EnginePl
     if not should_pin(mode, placement):
         return None
     for pid in placement.engine_core_pids:
-        pin_to_cores(pid, placement.worker_cores)
+        _pin_to_cores(pid, placement.worker_cores)
     log.info("pinned vLLM EngineCore %s to its worker's cores %s (%d spare of %d allowed; "
              "serve.engine_core_placement=%s)", placement.engine_core_pids, sorted(placement.worker_cores),
              placement.spare_cores, len(placement.allowed_cores), mode)

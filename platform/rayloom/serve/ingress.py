@@ -5,7 +5,7 @@ multiplexing) is the library's. This subclass adds only what an exposed endpoint
 library leaves out: request limits checked before a request reaches an engine, with OpenAI-style
 4xx errors; adapter names in /v1/models; and GET /health, which runs a real one-token generation.
 Auth and the body-size limit sit one layer further out (rayloom.serve.guard), on the FastAPI app
-this class is served with (see build_ingress_app).
+this class is served with (see _build_ingress_app).
 
 Overload: in the default layout (serve.colocate_ingress=true, rayloom.serve.endpoint) the ingress
 runs inside the engine replica, and Serve enforces the replica's queue bound before this code
@@ -53,12 +53,12 @@ from rayloom.serve.prompt_tokens import count_chat_tokens, count_completion_toke
 
 log = logging.getLogger(__name__)
 
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
                    "repetition_penalty", "length_penalty", "n", "logprobs", "top_logprobs", "prompt_logprobs",
                    "min_tokens", "seed", "stop", "logit_bias", "max_tokens", "max_completion_tokens")
 # Above this many characters, token counting leaves the event loop for a worker thread.
 _COUNT_IN_THREAD_CHARS = 20_000
-HEALTH_TIMEOUT_S = 60.0
+_HEALTH_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,18 +91,18 @@ class RayloomIngress(OpenAiIngress):
             await self._admit(body, chat=True)
             return await super().chat(body, request)
         except RequestRejected as exc:
-            return rejection_response(exc)
+            return _rejection_response(exc)
         except BackPressureError:
-            return rejection_response(_overloaded())
+            return _rejection_response(_overloaded())
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         try:
             await self._admit(body, chat=False)
             return await super().completions(body, request)
         except RequestRejected as exc:
-            return rejection_response(exc)
+            return _rejection_response(exc)
         except BackPressureError:
-            return rejection_response(_overloaded())
+            return _rejection_response(_overloaded())
 
     async def model(self, model_id: str):
         base, _, adapter = model_id.partition(":")
@@ -127,7 +127,7 @@ class RayloomIngress(OpenAiIngress):
         start = time.perf_counter()
         probe = CompletionRequest(model=self._settings.model_id, prompt="ping", max_tokens=1, temperature=0.0)
         try:
-            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            async with asyncio.timeout(_HEALTH_TIMEOUT_S):
                 # private (rayloom.serve._ray_llm_compat.PRIVATE_SURFACE)
                 result = await anext(self._get_response(body=probe, call_method="completions"))
             if isinstance(result, list):
@@ -137,7 +137,7 @@ class RayloomIngress(OpenAiIngress):
             if not isinstance(result, CompletionResponse) or result.usage.completion_tokens < 1:
                 raise RuntimeError(f"unexpected probe result {type(result).__name__}")
         except BackPressureError:
-            return rejection_response(_overloaded())
+            return _rejection_response(_overloaded())
         except Exception as exc:  # any failure means "not healthy"; say what failed
             log.warning("health probe failed: %s", exc)
             return JSONResponse({"status": "unavailable", "model": self._settings.model_id,
@@ -153,7 +153,7 @@ class RayloomIngress(OpenAiIngress):
     async def _admit(self, body: Any, *, chat: bool) -> None:
         """Check a request against this endpoint's limits; fill in a bounded max_tokens."""
         self._check_model_name(body.model)
-        params = {name: getattr(body, name, None) for name in SAMPLING_FIELDS}
+        params = {name: getattr(body, name, None) for name in _SAMPLING_FIELDS}
         check_sampling(params, self._limits)
         max_tokens = resolve_max_tokens(params, self._limits)
         if params["max_tokens"] is None and params.get("max_completion_tokens") is None:
@@ -205,14 +205,14 @@ def _overloaded() -> RequestRejected:
                            type="server_error", code="overloaded", headers={"Retry-After": "1"})
 
 
-def rejection_response(exc: RequestRejected) -> JSONResponse:
+def _rejection_response(exc: RequestRejected) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-ENDPOINTS = {**DEFAULT_ENDPOINTS, "health": lambda app: app.get("/health")}
+_ENDPOINTS = {**DEFAULT_ENDPOINTS, "health": lambda app: app.get("/health")}
 
 
-def build_ingress_app(auth: AuthSettings, max_body_bytes: int) -> FastAPI:
+def _build_ingress_app(auth: AuthSettings, max_body_bytes: int) -> FastAPI:
     """The library's FastAPI app (its error handling, CORS, metrics, request ids) with the guard outermost."""
     app = init_ingress_app()
     # FastAPI's default renders HTTP errors (unknown route, the library's 404s) as {"detail": ...};
@@ -231,5 +231,5 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 def build_ingress_class(settings: IngressSettings, cls: type = RayloomIngress):
     """The Serve ingress class: `cls` (RayloomIngress or a subclass) with its routes bound to a guarded app."""
-    return make_fastapi_ingress(cls, endpoint_map=ENDPOINTS,
-                                app=build_ingress_app(settings.auth, settings.limits.max_body_bytes))
+    return make_fastapi_ingress(cls, endpoint_map=_ENDPOINTS,
+                                app=_build_ingress_app(settings.auth, settings.limits.max_body_bytes))

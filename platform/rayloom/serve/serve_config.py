@@ -26,7 +26,7 @@ from rayloom.serve.deployment_plan import _looks_like_hub_id
 APP_BUILDER = "rayloom.serve.app:app_builder"
 
 
-def serve_args(cfg: RayloomConfig) -> dict[str, Any]:
+def _serve_args(cfg: RayloomConfig) -> dict[str, Any]:
     return {"serve": dataclasses.asdict(cfg.serve), "model": dataclasses.asdict(cfg.model)}
 
 
@@ -41,7 +41,7 @@ def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dic
         "name": serve.app_name,
         "route_prefix": serve.route_prefix,
         "import_path": APP_BUILDER,
-        "args": serve_args(cfg),
+        "args": _serve_args(cfg),
     }
     # Non-secret only (secrets raise in build_env_vars). A cluster document takes only the values the
     # config names (cluster.env), never variables forwarded from the machine that rendered it.
@@ -84,12 +84,12 @@ def render_serve_config_yaml(cfg: RayloomConfig) -> str:
     return header + yaml.safe_dump(render_serve_config(cfg), sort_keys=False)
 
 
-def default_config_path(cfg: RayloomConfig) -> str:
+def _default_config_path(cfg: RayloomConfig) -> str:
     return cfg.serve.config_out or storage.join(cfg.storage.root, "serve", cfg.serve.app_name, "serve_config.yaml")
 
 
 def write_serve_config(cfg: RayloomConfig, path: str | Path | None = None) -> str:
-    target = str(path) if path is not None else default_config_path(cfg)
+    target = str(path) if path is not None else _default_config_path(cfg)
     if not storage.is_s3(target):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     storage.write_text(target, render_serve_config_yaml(cfg))

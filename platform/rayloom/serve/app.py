@@ -119,10 +119,9 @@ def controller_env_vars(serve: ServeConfig) -> dict[str, str]:
 
 
 def build_llm_config(serve: ServeConfig, plan: ServePlan):
-    from pydantic import ValidationError  # here with LLMConfig: only building an app needs them
-    from ray.serve.llm import (
-        LLMConfig,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
-    )
+    # Here, not at the top: Ray Serve LLM imports vLLM and torch; `import rayloom.serve` stays light.
+    from pydantic import ValidationError
+    from ray.serve.llm import LLMConfig
 
     if serve.use_gpu:
         placement = {"bundle_per_worker": {"GPU": 1, "CPU": serve.engine_num_cpus}}
@@ -157,14 +156,11 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
 
     `auth` defaults to the keys visible to this process (serve.api_key_env / api_key_file).
     """
-    from ray import serve as ray_serve  # here: Ray is imported only when an app is built
-    from ray.serve.llm import (
-        build_llm_deployment,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
-    )
+    # Here, not at the top: Ray Serve LLM imports vLLM and torch; `import rayloom.serve` stays light.
+    from ray import serve as ray_serve
+    from ray.serve.llm import build_llm_deployment
 
-    from rayloom.serve._ray_llm_compat import (
-        to_model_metadata,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
-    )
+    from rayloom.serve._ray_llm_compat import to_model_metadata
     from rayloom.serve.ingress import IngressSettings, RayloomIngress, build_ingress_class
     from rayloom.serve.server import RayloomLLMServer
 
@@ -174,9 +170,7 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     llm_config = build_llm_config(serve, plan)
     bind_kwargs = {}
     if serve.uses_lora:
-        from rayloom.serve.lora_loader import (
-            NamedLoraLoader,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
-        )
+        from rayloom.serve.lora_loader import NamedLoraLoader  # here: Ray Serve LLM, as above
 
         # LLMServer builds its loader as `model_downloader(download_timeout_s=..., max_tries=...)`.
         bind_kwargs["model_downloader"] = functools.partial(
@@ -211,13 +205,10 @@ def _build_colocated_app(llm_config, model_cards: dict, settings, bind_kwargs: d
     (the engine's placement group plus the replica's bundle, replicas/autoscaling, request
     limits, health checks) and the split layout's engine deployment name.
     """
-    from ray.serve.llm import (
-        build_llm_deployment,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
-    )
+    # Here, not at the top: Ray Serve LLM imports vLLM and torch; `import rayloom.serve` stays light.
+    from ray.serve.llm import build_llm_deployment
 
-    from rayloom.serve.endpoint import (
-        RayloomEndpoint,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
-    )
+    from rayloom.serve.endpoint import RayloomEndpoint
     from rayloom.serve.ingress import build_ingress_class
 
     try:

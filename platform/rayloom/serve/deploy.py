@@ -103,9 +103,8 @@ def _embedded_haproxy_ports() -> dict[str, str]:
 
 def _actual_http_address(serve: ServeConfig) -> ServeConfig:
     """`serve` with the host/port Serve really listens on (they differ when Serve was already up)."""
-    from rayloom.serve._ray_llm_compat import (
-        serve_http_address,  # here: imports Ray Serve LLM, vLLM and torch; `import rayloom.serve` stays light
-    )
+    # here: the compat module imports Ray Serve LLM (vLLM, torch); `import rayloom.serve` stays light
+    from rayloom.serve._ray_llm_compat import serve_http_address
 
     actual = serve_http_address()
     if actual is None or actual == (serve.host, serve.port):
@@ -155,7 +154,6 @@ def check_health(base_url: str, api_key: str | None, *, timeout: float = 120.0) 
 
 def run_serve_job(cfg: RayloomConfig) -> Endpoint:
     import ray  # here: Ray only when the job runs
-
 
     serve = cfg.serve
     auth = resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)

@@ -3,7 +3,9 @@
 Every job takes one typed `RayloomConfig` composed from conf/<job>.yaml + overrides and calls one
 library function. The names are those of rayloom.config.JOBS, the primary configs that compose
 accepts (a unit test keeps the two equal). The tool commands (chat, submit, jobs, cluster, export)
-take their own arguments; rayloom.cli adds them to its parser tree.
+take their own arguments; rayloom.cli adds them to its parser tree. The library packages keep
+their heavy imports (Ray, torch, vLLM, DeepSpeed) inside functions, so importing them all here
+stays cheap.
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from omegaconf import DictConfig
+
+from rayloom.config import RayloomConfig, conf_dir, register_schemas, to_typed
+from rayloom.data.pipeline import run_data_job
 from rayloom.errors import UserError
+from rayloom.eval import run_eval_job
 from rayloom.log_setup import configure_logging
-
-if TYPE_CHECKING:
-    from rayloom.config import RayloomConfig
+from rayloom.recipes import run_demo
+from rayloom.serve import run_serve_job
+from rayloom.train import run_train_job
+from rayloom.tune.sweep import run_tune_job
 
 
 @dataclass(frozen=True)
@@ -26,61 +34,14 @@ class Job:
     run: Callable[[RayloomConfig], Any]
 
 
-# Each job imports its library package inside its function, so that `rayloom --help` and a
-# jobs/<job>.py entrypoint load only the package that runs.
-
-def _run(cfg: RayloomConfig) -> Any:
-    from rayloom.recipes import run_demo  # every stage's package: only when `rayloom run` runs
-
-    return run_demo(cfg)
-
-
-def _data(cfg: RayloomConfig) -> Any:
-    from rayloom.data.pipeline import run_data_job  # only when `rayloom data` runs
-
-    return run_data_job(cfg)
-
-
-def _train(cfg: RayloomConfig) -> Any:
-    from rayloom.train.driver import run_train_job  # only when `rayloom train` runs
-
-    return run_train_job(cfg)
-
-
-def _tune(cfg: RayloomConfig) -> Any:
-    from rayloom.tune.sweep import run_tune_job  # only when `rayloom tune` runs
-
-    return run_tune_job(cfg)
-
-
-def _eval(cfg: RayloomConfig) -> Any:
-    from rayloom.eval.runner import run_eval_job  # only when `rayloom eval` runs
-
-    return run_eval_job(cfg)
-
-
-def _serve(cfg: RayloomConfig) -> Any:
-    from rayloom.serve.deploy import run_serve_job  # only when `rayloom serve` runs
-
-    return run_serve_job(cfg)
-
-
 JOBS: dict[str, Job] = {
-    "run": Job("the main job: build the tiny model and run every stage (data, train, align, eval, serve)", _run),
-    "data": Job("prepare data with Ray Data: read, clean, dedup, tokenize, pack, write shards", _data),
-    "train": Job("train with Ray Train + DeepSpeed ZeRO (pre-training, SFT, LoRA, alignment)", _train),
-    "tune": Job("sweep hyperparameters with Ray Tune over real training runs", _tune),
-    "eval": Job("evaluate a checkpoint or endpoint: metrics, safety probes, report, deploy gate", _eval),
-    "serve": Job("serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint", _serve),
+    "run": Job("the main job: build the tiny model and run every stage (data, train, align, eval, serve)", run_demo),
+    "data": Job("prepare data with Ray Data: read, clean, dedup, tokenize, pack, write shards", run_data_job),
+    "train": Job("train with Ray Train + DeepSpeed ZeRO (pre-training, SFT, LoRA, alignment)", run_train_job),
+    "tune": Job("sweep hyperparameters with Ray Tune over real training runs", run_tune_job),
+    "eval": Job("evaluate a checkpoint or endpoint: metrics, safety probes, report, deploy gate", run_eval_job),
+    "serve": Job("serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint", run_serve_job),
 }
-
-
-def resolve(target: str) -> Callable[..., Any]:
-    """TRANSITIONAL, for rayloom.demo's stage table until rayloom.recipes replaces it (issue #14)."""
-    import importlib
-
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
 
 
 def run_job(job: str, cfg: RayloomConfig) -> Any:
@@ -102,11 +63,8 @@ def hydra_entrypoint(job: str) -> Callable[[], None]:
     Errors in the config exit 2 with the message, like the CLI; Hydra's own flags (--cfg, -m
     multirun, --help) work as usual.
     """
-    # Hydra and the config schemas: only a jobs/*.py entrypoint needs them here.
+    # Hydra's app runner: only a jobs/*.py entrypoint needs it (the CLI composes without it).
     import hydra
-    from omegaconf import DictConfig
-
-    from rayloom.config import conf_dir, register_schemas, to_typed
 
     register_schemas()
 

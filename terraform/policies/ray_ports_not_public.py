@@ -2,14 +2,15 @@
 
 Ray's ports have no business outside the VPC: GCS 6379, dashboard / job API 8265, Ray client
 10001, Serve 8000, object manager 8076, dashboard agent 52365 and the worker port range
-10002-19999; nor has SSH 22. Run with `checkov -d terraform --external-checks-dir terraform/policies`.
+10002-19999; nor have SSH 22, Serve's HAProxy stats 8404 and Prometheus 9101 listeners, or the
+direct-ingress replica ports 30000-31000. Run with `checkov -d terraform --external-checks-dir terraform/policies`.
 """
 
 from checkov.common.models.enums import CheckCategories, CheckResult
 from checkov.terraform.checks.resource.base_resource_check import BaseResourceCheck
 
 RAY_PORTS = [(22, 22), (6379, 6379), (8265, 8265), (10001, 10001), (8000, 8000), (8076, 8076), (52365, 52365),
-             (10002, 19999)]
+             (10002, 19999), (8404, 8404), (9101, 9101), (30000, 31000)]
 OPEN = {"0.0.0.0/0", "::/0"}
 
 
@@ -50,7 +51,7 @@ class RayPortsNotPublic(BaseResourceCheck):
     def __init__(self) -> None:
         super().__init__(
             name="Ensure no security group opens SSH or Ray ports (6379, 8265, 10001, 8000, 8076, 52365, "
-                 "10002-19999) to 0.0.0.0/0 or ::/0",
+                 "10002-19999, 8404, 9101, 30000-31000) to 0.0.0.0/0 or ::/0",
             id="CKV_RAYLOOM_1",
             categories=[CheckCategories.NETWORKING],
             supported_resources=["aws_security_group", "aws_security_group_rule",

@@ -244,3 +244,133 @@ resource "aws_vpc_security_group_ingress_rule" "https_is_fine" {
 def test_checkov_passes_the_node_image():
     summary = _checkov("-f", "cluster/Dockerfile", "--framework", "dockerfile")
     assert summary["failed"] == 0, summary["failed_checks"]
+
+
+# --- least privilege and spot (security review finding 9; issue #16 item 4) ------------------------------
+
+def _policy_documents() -> dict:
+    iam = _parse(TERRAFORM / "modules" / "iam" / "main.tf")
+    return {name: doc for block in iam["data"] for kind, named in block.items()
+            if kind == "aws_iam_policy_document" for name, doc in named.items()}
+
+
+def _conditions(statement: dict) -> dict[str, dict]:
+    return {c["variable"]: c for c in statement.get("condition", [])}
+
+
+def test_autoscaler_launches_only_constrained_instances():
+    statements = _policy_documents()["autoscaler"]["statement"]
+    launches = [s for s in statements if "ec2:RunInstances" in s["actions"] and s.get("effect", "Allow") == "Allow"]
+    assert launches
+    for statement in launches:
+        resources = statement["resources"]
+        text = json.dumps(resources)
+        for kind in ("subnet/*", "security-group/*", "image/*", "network-interface/*", "instance/*", "volume/*"):
+            if kind in text:
+                assert statement.get("condition"), f"{statement['sid']}: {kind} without a condition"
+    [instances] = [s for s in launches if "instance/*" in json.dumps(s["resources"])]
+    conditions = _conditions(instances)
+    assert conditions["ec2:InstanceType"]["values"] == "${var.worker_instance_types}"
+    assert conditions["aws:RequestTag/ray-cluster-name"]["values"] == ["${var.ray_cluster_name}"]
+    assert conditions["ec2:MetadataHttpTokens"]["values"] == ["required"]
+    [interfaces] = [s for s in launches if "network-interface/*" in json.dumps(s["resources"])]
+    assert set(_conditions(interfaces)) == {"ec2:Subnet", "ec2:AssociatePublicIpAddress"}
+    [parts] = [s for s in launches if "security-group/" in json.dumps(s["resources"])]
+    assert "local.subnet_arns" in json.dumps(parts["resources"]) and "subnet/*" not in json.dumps(parts["resources"])
+    assert "security-group/${var.ray_nodes_security_group_id}" in json.dumps(parts["resources"])
+    [pass_role] = [s for s in statements if "iam:PassRole" in s["actions"]]
+    assert _conditions(pass_role)["iam:PassedToService"]["values"] == ["ec2.amazonaws.com"]
+
+
+def test_spot_is_an_option_of_the_iam_module():
+    statements = _policy_documents()["autoscaler"]
+    [deny] = [d["statement"] for d in statements.get("dynamic", []) if "statement" in d]
+    assert deny["for_each"] == "${var.enable_spot ? [] : [1]}"
+    assert deny["content"][0]["effect"] == "Deny"
+    assert _conditions(deny["content"][0])["ec2:InstanceMarketType"]["values"] == ["spot"]
+    [(_, linked)] = _resources("aws_iam_service_linked_role")
+    assert linked["aws_service_name"] == "spot.amazonaws.com"
+    env_vars = {name: spec for block in _parse(ENV_ROOT / "variables.tf")["variable"] for name, spec in block.items()}
+    assert env_vars["enable_spot"]["default"] is True
+
+
+def test_worker_instance_types_are_the_launchers_worker_types():
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "cluster" / "aws-gpu.yaml").read_text())
+    workers = {spec["node_config"]["InstanceType"] for name, spec in config["available_node_types"].items()
+               if name != config["head_node_type"]}
+    env_vars = {name: spec for block in _parse(ENV_ROOT / "variables.tf")["variable"] for name, spec in block.items()}
+    assert set(env_vars["worker_instance_types"]["default"]) == workers
+
+
+def test_serving_nodes_cannot_write_or_delete_bucket_objects():
+    import yaml
+
+    serve = _policy_documents()["serve_node"]["statement"]
+    actions = {a for s in serve for a in s["actions"]}
+    assert not {a for a in actions if a.startswith("s3:") and not a.startswith(("s3:Get", "s3:List"))}, actions
+    assert not {a for a in actions if a.startswith("kms:") and a not in ("kms:Decrypt", "kms:DescribeKey")}, actions
+    config = yaml.safe_load((REPO_ROOT / "cluster" / "aws-gpu.yaml").read_text())
+    for name, spec in config["available_node_types"].items():
+        profile = spec["node_config"]["IamInstanceProfile"]["Arn"]
+        if spec.get("labels", {}).get("rayloom.io/pool") == "serve":
+            assert profile == "{{tf.serve_instance_profile_arn}}", name
+
+
+def test_gcs_and_client_ports_only_from_the_nodes_own_group():
+    [(_, group)] = [(n, g) for n, g in _resources("aws_security_group") if n.endswith(":ray_nodes")]
+    for rule in _ingress_rules(group):
+        low, high = rule["from_port"], rule["to_port"]
+        assert isinstance(low, int) and isinstance(high, int), f"{rule['description']}: literal ports, checkable"
+        if any(low <= port <= high for port in (6379, 10001)):
+            assert rule.get("self") is True and not rule.get("cidr_blocks") and not rule.get("security_groups"), \
+                rule["description"]
+
+
+def test_internal_ports_policy_applies_and_passes(terraform_scan):
+    assert "CKV_RAYLOOM_2" in terraform_scan["passed_ids"]
+
+
+def test_internal_ports_policy_catches_a_vpc_wide_gcs(tmp_path):
+    (tmp_path / "main.tf").write_text("""
+resource "aws_security_group" "vpc_wide_gcs" {
+  name = "bad"
+  ingress {
+    description = "GCS for the VPC"
+    protocol    = "tcp"
+    from_port   = 6379
+    to_port     = 6379
+    cidr_blocks = ["10.0.0.0/16"]
+  }
+}
+resource "aws_security_group" "self_only" {
+  name = "good"
+  ingress {
+    description = "node to node"
+    protocol    = "tcp"
+    from_port   = 0
+    to_port     = 65535
+    self        = true
+  }
+  ingress {
+    description = "dashboard for the VPC"
+    protocol    = "tcp"
+    from_port   = 8265
+    to_port     = 8265
+    cidr_blocks = ["10.0.0.0/16"]
+  }
+}
+resource "aws_vpc_security_group_ingress_rule" "client_port_from_elsewhere" {
+  security_group_id            = "sg-1"
+  ip_protocol                  = "tcp"
+  from_port                    = 10001
+  to_port                      = 10001
+  referenced_security_group_id = "sg-2"
+}
+""")
+    summary = _checkov("-d", str(tmp_path), "--framework", "terraform",
+                       "--external-checks-dir", str(TERRAFORM / "policies"), "--check", "CKV_RAYLOOM_2")
+    assert sorted(r for _, r in summary["failed_checks"]) == [
+        "aws_security_group.vpc_wide_gcs", "aws_vpc_security_group_ingress_rule.client_port_from_elsewhere"]
+    assert summary["passed"] == 1

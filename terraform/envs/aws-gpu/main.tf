@@ -33,6 +33,13 @@ module "iam" {
   kms_key_arn               = module.storage.kms_key_arn
   node_image_repository_arn = module.storage.node_image_repository_arn
   auth_token_parameter      = var.auth_token_parameter
+  # What the autoscaler (and so any job driver on the head) may launch: nothing else.
+  private_subnet_ids              = module.network.private_subnet_ids
+  ray_nodes_security_group_id     = module.security.ray_nodes_security_group_id
+  allowed_image_ids               = [data.aws_ssm_parameter.gpu_ami.insecure_value]
+  worker_instance_types           = var.worker_instance_types
+  enable_spot                     = var.enable_spot
+  create_spot_service_linked_role = var.create_spot_service_linked_role
 }
 
 module "security" {

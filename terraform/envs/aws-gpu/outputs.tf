@@ -29,6 +29,10 @@ output "worker_instance_profile_arn" {
   value = module.iam.worker_instance_profile_arn
 }
 
+output "serve_instance_profile_arn" {
+  value = module.iam.serve_instance_profile_arn
+}
+
 output "bucket_name" {
   value = module.storage.bucket_name
 }

@@ -57,3 +57,21 @@ variable "admin_cidr_blocks" {
   type        = list(string)
   default     = []
 }
+
+variable "worker_instance_types" {
+  description = "Instance types of the worker node types in cluster/aws-gpu.yaml; the autoscaler may launch only these."
+  type        = list(string)
+  default     = ["g5.2xlarge", "p5.48xlarge", "p5en.48xlarge"]
+}
+
+variable "enable_spot" {
+  description = "Allow spot GPU workers (the *.spot node types of cluster/aws-gpu.yaml)."
+  type        = bool
+  default     = true
+}
+
+variable "create_spot_service_linked_role" {
+  description = "Create AWSServiceRoleForEC2Spot (once per account; leave false if it exists)."
+  type        = bool
+  default     = false
+}

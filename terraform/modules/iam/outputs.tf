@@ -9,3 +9,11 @@ output "worker_instance_profile_arn" {
 output "worker_role_arn" {
   value = aws_iam_role.worker.arn
 }
+
+output "serve_instance_profile_arn" {
+  value = aws_iam_instance_profile.serve.arn
+}
+
+output "serve_role_arn" {
+  value = aws_iam_role.serve.arn
+}

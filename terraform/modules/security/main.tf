@@ -1,6 +1,8 @@
 # Security groups: Ray nodes talk to each other on any TCP port (GCS 6379, dashboard 8265, client
 # 10001, object manager 8076, raylet, worker ports 10002-19999, Serve 8000) but only inside this
-# group; the head's API ports are reachable from inside the VPC only; SSH only from the bastion.
+# group. GCS 6379 and the Ray client port 10001 stay inside the group (policy CKV_RAYLOOM_2): only
+# the dashboard / job API 8265 and Serve 8000 are reachable from elsewhere in the VPC. SSH only from
+# the bastion.
 # Nothing in this module opens a port to the internet. Rules are inline so each group is one
 # resource whose whole rule set is visible (and policy-checked) in one place.
 
@@ -19,20 +21,20 @@ resource "aws_security_group" "ray_nodes" {
     self        = true
   }
 
-  dynamic "ingress" {
-    for_each = {
-      gcs       = 6379
-      dashboard = 8265
-      client    = 10001
-      serve     = 8000
-    }
-    content {
-      description = "Ray ${ingress.key} port from inside the VPC only"
-      protocol    = "tcp"
-      from_port   = ingress.value
-      to_port     = ingress.value
-      cidr_blocks = [var.vpc_cidr_block]
-    }
+  ingress {
+    description = "Ray dashboard / job API from inside the VPC only"
+    protocol    = "tcp"
+    from_port   = 8265
+    to_port     = 8265
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+
+  ingress {
+    description = "Ray Serve HTTP from inside the VPC only"
+    protocol    = "tcp"
+    from_port   = 8000
+    to_port     = 8000
+    cidr_blocks = [var.vpc_cidr_block]
   }
 
   dynamic "ingress" {

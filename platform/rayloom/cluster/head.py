@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 from rayloom.errors import UserError
 from rayloom.ports import free_port
 from rayloom.runtime import DEFAULT_TOKEN_PATH, auth_headers
@@ -73,8 +75,6 @@ def is_alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie still answers signal 0; psutil tells it apart.
-    import psutil
-
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -172,6 +172,7 @@ def _wait_ready(state: HeadState, process: subprocess.Popen, timeout_s: float) -
 
 def list_nodes(state: HeadState) -> list:
     """The head's nodes, alive and removed, from Ray's state API (`NodeState` records)."""
+    # Ray's state client loads Ray (about a second): only `cluster up/status` pay for it.
     from ray.util.state import StateApiClient
     from ray.util.state.common import ListApiOptions, StateResource
 
@@ -181,8 +182,6 @@ def list_nodes(state: HeadState) -> list:
 
 
 def _session_processes(session_id: int) -> list:
-    import psutil
-
     found = []
     for proc in psutil.process_iter():
         try:
@@ -198,8 +197,6 @@ def stop_head(state_dir: Path, grace_s: float = 10.0) -> bool:
 
     Returns False when nothing was running. Other Ray clusters on the machine are untouched.
     """
-    import psutil
-
     state = read_state(state_dir)
     if state is None:
         return False

@@ -30,6 +30,7 @@ def resolve_job_address(cluster: ClusterConfig, override: str = "") -> str:
 
 def connect_job_client(cluster: ClusterConfig, address: str):
     """A `JobSubmissionClient` for `address`; unreachable or unauthorized clusters are user errors."""
+    # Ray's job client loads Ray (about a second): only commands that talk to a cluster pay for it.
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 

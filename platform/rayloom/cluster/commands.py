@@ -210,11 +210,11 @@ def cluster_render(args: argparse.Namespace) -> int:
 
 
 _CLUSTER_ACTIONS = {
-    "up": (cluster_up, "start a local Ray head (token auth on); --local-fake adds autoscaling fake GPU nodes"),
-    "down": (cluster_down, "stop the local head and everything it started (other Ray clusters are untouched)"),
-    "status": (cluster_status, "the local head's addresses and its nodes (role, CPUs, GPUs, accelerator)"),
-    "probe": (cluster_probe, "run a GPU-requesting task on the local cluster and report the node it ran on"),
-    "render": (cluster_render, "render cluster/aws-gpu.yaml from terraform outputs, or the KubeRay manifests"),
+    "up": ("start a local Ray head (token auth on); --local-fake adds autoscaling fake GPU nodes", cluster_up),
+    "down": ("stop the local head and everything it started (other Ray clusters are untouched)", cluster_down),
+    "status": ("the local head's addresses and its nodes (role, CPUs, GPUs, accelerator)", cluster_status),
+    "probe": ("run a GPU-requesting task on the local cluster and report the node it ran on", cluster_probe),
+    "render": ("render cluster/aws-gpu.yaml from terraform outputs, or the KubeRay manifests", cluster_render),
 }
 
 
@@ -222,12 +222,13 @@ def add_cluster_command(commands) -> argparse.ArgumentParser:
     text = "start/stop a local autoscaling cluster with fake GPU nodes (cluster up --local-fake); render configs"
     parser = commands.add_parser("cluster", help=text, description=text)
     actions = parser.add_subparsers(dest="action", metavar="<action>", required=True)
-    for name, (run, action_help) in _CLUSTER_ACTIONS.items():
+    for name, (action_help, run) in _CLUSTER_ACTIONS.items():
         sub = actions.add_parser(name, help=action_help, description=action_help)
         sub.set_defaults(run=run)
         sub.add_argument("--state-dir", default="", help="where the local head's state lives "
                                                          "(default: $RAYLOOM_CACHE_DIR/cluster)")
-        _ACTION_ARGUMENTS.get(name, lambda sub: None)(sub)
+        if name in _ACTION_ARGUMENTS:
+            _ACTION_ARGUMENTS[name](sub)
     return parser
 
 

@@ -15,6 +15,7 @@ from rayloom.errors import UserError
 from rayloom.recipes import DemoState, stage_config, stage_configs
 from rayloom.recipes.console import QuietConsole, _RayletLinesToLog
 from rayloom.recipes.demo_training import print_loss_curve, starting_from
+from rayloom.tune.sweep import check_space_values
 
 ALL_STAGES = "run.stages=[model,data,train,sft,align,tune,eval,serve]"
 
@@ -46,6 +47,7 @@ def test_stage_settings_are_the_demos_measured_ones():
     assert tune.train.max_steps == 16 and tune.train.max_steps % tune.tune.num_reports == 0
     assert tune.tune.space["train.lr"] == {"type": "loguniform", "low": 1e-5, "high": 1e-2}
     assert tune.tune.space["train.warmup_steps"] == {"type": "choice", "values": [0, 4]}
+    check_space_values(tune)
     # Data: three parts under their own names; the short preference pairs at seq_len 64.
     assert {part: (c.data.demo, c.data.name, c.data.seq_len) for part, c in configs.data.items()} == {
         "pretrain": ("pretrain", "demo-pretrain", 256), "sft": ("sft", "demo-sft", 256),

@@ -2,7 +2,7 @@
 
 All three tokenize the same generated corpus with the same tiny-preset fast tokenizer and pack with
 the same packer (rayloom.data.packing.pack_lm, seq_len 256), and report packed real tokens per
-second of wall time. The Ray Data run is the pipeline's own stage (pipeline.tokenize_and_pack:
+second of wall time. The Ray Data run is the pipeline's own stage (shard_writer.tokenize_and_pack:
 the TokenizePackShards actor pool, writing shards like `rayloom data` does) on an already started
 local Ray, with the records the read stage materialised (read from JSONL files, one block per file).
 """
@@ -82,7 +82,7 @@ def _write_corpus(texts: list[str], folder: str, docs_per_file: int = 1000) -> N
 def _read_stage(source_dir: str):
     """The job's read + validate stage over the corpus files, materialised (not timed)."""
     from rayloom.config import DataConfig, SourceConfig
-    from rayloom.data.pipeline import read_records
+    from rayloom.data.scan import read_records
     from rayloom.data.sources import resolve_sources
 
     data = DataConfig(sources=[SourceConfig(path=source_dir)])
@@ -91,17 +91,18 @@ def _read_stage(source_dir: str):
 
 
 def _ray_pipeline(model, records, num_actors: int, stage: str | None) -> tuple[int, float]:
-    """The job's tokenize + pack (+ write, when `stage` is set) stage: pipeline.tokenize_and_pack."""
+    """The job's tokenize + pack (+ write, when `stage` is set) stage: shard_writer.tokenize_and_pack."""
     from rayloom.config import DataConfig
-    from rayloom.data.pipeline import tokenize_and_pack
+    from rayloom.data.shard_writer import PackJob, tokenize_and_pack
     from rayloom.data.tokenization import load_fast_tokenizer, pad_id_of
 
     data = DataConfig(seq_len=SEQ_LEN, val_fraction=0.0, tokenize_batch_size=BATCH, num_tokenize_actors=num_actors,
                       rows_per_shard=4096)
     pad_id = pad_id_of(load_fast_tokenizer(_model_dir(model)))
     start = time.perf_counter()
-    out = tokenize_and_pack(records, data, model, "lm", [1.0], np.zeros(0, np.int64), np.zeros(0, np.int64), pad_id,
-                            num_blocks=records.num_blocks(), stage=stage,
+    job = PackJob(data=data, model=model, kind="lm", weights=[1.0], dropped_ids=np.zeros(0, np.int64),
+                  forced=np.zeros(0, np.int64), pad_id=pad_id)
+    out = tokenize_and_pack(records, job, num_blocks=records.num_blocks(), stage=stage,
                             only_split=None if stage else "train")
     if stage:
         real = sum(r["real_tokens"] for r in out.take_all())
@@ -183,7 +184,7 @@ def run(quick: bool = False) -> Result:
         f"{len(texts):,} generated documents (40-400 words from the pydoc vocabulary) in {-(-len(texts) // 1000)} "
         f"JSONL files, tiny preset tokenizer, seq_len {SEQ_LEN}, tokenizer batches of {BATCH}; every system packs "
         "the same number of real tokens with the same packer (rayloom.data.packing.pack_lm).",
-        "Ray Data rows time the job's own stage, rayloom.data.pipeline.tokenize_and_pack (select -> tokenize -> "
+        "Ray Data rows time the job's own stage, rayloom.data.shard_writer.tokenize_and_pack (select -> tokenize -> "
         "pack -> write zstd Parquet shards, one actor call per input file), on the records the read stage "
         "materialised; starting the tokenizer actors is included. The streaming row is the same stage as "
         "data.materialize=false runs it (rows returned instead of written). The baselines pack per batch of "

@@ -111,7 +111,7 @@ def run(quick: bool = False):
     from rayloom.config import ClusterConfig, compose
     from rayloom.models import resolve_model_dir
     from rayloom.runtime import init_ray
-    from rayloom.tune.sweep import sweep
+    from rayloom.tune import sweep
 
     s = _settings(quick)
     model_dir = resolve_model_dir(compose("train", ["model=tiny-2l"]).model)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rayloom import storage
+from rayloom.data import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,16 @@ def config_hash(obj: Any) -> str:
 
 def data_record(output: str) -> dict[str, Any]:
     """The part of a data manifest that identifies the shards a model trained on."""
-    from rayloom.data.streaming import read_manifest
-
     manifest = read_manifest(output)
     return {
         "uri": str(output),
-        "name": manifest.get("name"),
-        "kind": manifest.get("kind"),
-        "content_hash": manifest.get("content_hash"),
-        "config_hash": manifest.get("config_hash"),
-        "tokenizer_hash": manifest.get("tokenizer_hash"),
-        "sources": [s.get("uri") if isinstance(s, dict) else s for s in manifest.get("sources", [])],
-        "tokens": (manifest.get("tokens") or {}).get("real"),
+        "name": manifest.name or None,
+        "kind": manifest.kind,
+        "content_hash": manifest.content_hash,
+        "config_hash": manifest.config_hash,
+        "tokenizer_hash": manifest.tokenizer_hash,
+        "sources": [s.uri for s in manifest.sources],
+        "tokens": manifest.tokens.real if manifest.tokens else None,
     }
 
 

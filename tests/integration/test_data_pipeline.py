@@ -14,9 +14,8 @@ from helpers.data_fixtures import lm_segments, write_golden
 
 from rayloom import storage
 from rayloom.config import SourceConfig, compose
-from rayloom.data.pipeline import run_data_job
-from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS, MANIFEST_KEYS, PREFERENCE_COLUMNS
-from rayloom.data.streaming import open_shards, read_manifest
+from rayloom.data import Manifest, open_shards, read_manifest, run_data_job
+from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS, PREFERENCE_COLUMNS
 from rayloom.errors import UserError
 from rayloom.models import load_tokenizer
 
@@ -50,25 +49,27 @@ def _rows(output: str, split: str) -> list[dict]:
 
 def test_golden_counts_drops_and_quarantine(golden):
     expected, manifest = golden["spec"]["expected"], golden["result"].manifest
-    assert set(MANIFEST_KEYS) <= set(manifest)
-    counts = manifest["counts"]
-    assert counts["read"] == expected["read"]
-    assert counts["bad"] == sum(expected["bad"].values())
-    assert counts["filtered"] == sum(expected["filtered"].values())
-    assert counts["deduped"] == sum(expected["duplicates"].values())
+    # The manifest on disk reads back as the one the job returned.
+    assert read_manifest(golden["result"].output) == manifest
+    assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
+    counts = manifest.counts
+    assert counts.read == expected["read"]
+    assert counts.bad == sum(expected["bad"].values())
+    assert counts.filtered == sum(expected["filtered"].values())
+    assert counts.deduped == sum(expected["duplicates"].values())
     for reason, n in {**expected["bad"], **expected["filtered"], **expected["duplicates"]}.items():
-        assert manifest["drops"][reason] == n, reason
-    web, chat, books = manifest["sources"]
-    assert [web["kept"], chat["kept"], books["kept"]] == expected["kept_per_source"]
-    assert chat["sampled"] == 2 * chat["kept"]                     # weight 2.0
-    assert 0 < books["sampled"] < books["kept"]                     # weight 0.5
-    assert [f["path"] for f in web["files"]] == ["part-0.jsonl", "part-1.jsonl"]   # _SUCCESS skipped
-    assert counts["kept"] == sum(expected["kept_per_source"])
-    assert counts["sampled"] == web["sampled"] + chat["sampled"] + books["sampled"]
-    assert manifest["drops"]["weight_subsampled"] == books["kept"] - books["sampled"]
+        assert manifest.drops[reason] == n, reason
+    web, chat, books = manifest.sources
+    assert [web.kept, chat.kept, books.kept] == expected["kept_per_source"]
+    assert chat.sampled == 2 * chat.kept                     # weight 2.0
+    assert 0 < books.sampled < books.kept                     # weight 0.5
+    assert [f.path for f in web.files] == ["part-0.jsonl", "part-1.jsonl"]   # _SUCCESS skipped
+    assert counts.kept == sum(expected["kept_per_source"])
+    assert counts.sampled == web.sampled + chat.sampled + books.sampled
+    assert manifest.drops["weight_subsampled"] == books.kept - books.sampled
 
     quarantine = golden["result"].quarantine
-    assert quarantine and manifest["quarantine"] == quarantine
+    assert quarantine and manifest.quarantine == quarantine
     bad = [json.loads(line) for line in storage.read_text(quarantine).splitlines()]
     reasons = {}
     for row in bad:
@@ -88,7 +89,7 @@ def test_packing_keeps_documents_apart_and_masks_only_assistant_tokens(golden, t
     real = 0
     for split in ("train", "validation"):
         rows = _rows(output, split)
-        assert len(rows) == manifest["splits"][split]["rows"] > 0
+        assert len(rows) == manifest.splits[split].rows > 0
         for row in rows:
             assert set(row) == set(LM_COLUMNS) and len(row["input_ids"]) == 128
             real += int(sum(row["attention_mask"]))
@@ -100,25 +101,26 @@ def test_packing_keeps_documents_apart_and_masks_only_assistant_tokens(golden, t
                 else:
                     text_segments += 1
                     assert seg["labels"][1:] == seg["ids"][1:]
-    assert manifest["tokens"]["truncated_records"] == 0
-    assert chat_segments == manifest["sources"][1]["sampled"]
-    assert real == manifest["tokens"]["real"]
-    assert manifest["tokens"]["packing_efficiency"] == pytest.approx(real / manifest["tokens"]["slots"], abs=1e-6)
-    assert manifest["tokens"]["packing_efficiency"] > 0.8    # small shard groups (rows_per_shard=16)
-    assert len(manifest["splits"]["train"]["files"]) > 1                          # rows_per_shard=16
+    assert manifest.tokens.truncated_records == 0
+    assert chat_segments == manifest.sources[1].sampled
+    assert real == manifest.tokens.real
+    assert manifest.tokens.packing_efficiency == pytest.approx(real / manifest.tokens.slots, abs=1e-6)
+    assert manifest.tokens.packing_efficiency > 0.8    # small shard groups (rows_per_shard=16)
+    assert len(manifest.splits["train"].files) > 1                          # rows_per_shard=16
 
 
 def test_rerun_gives_byte_identical_shards(golden):
     first = golden["result"]
     before = {name: storage.read_bytes(storage.join(first.output, name)) for name in storage.list_files(first.output)}
-    assert sum(name.endswith(".parquet") for name in before) == len(first.manifest["splits"]["train"]["files"]) + \
-        len(first.manifest["splits"]["validation"]["files"])
+    assert sum(name.endswith(".parquet") for name in before) == len(first.manifest.splits["train"].files) + \
+        len(first.manifest.splits["validation"].files)
     again = run_data_job(golden["cfg"])                     # same config, same output: replaced in place
     assert again.output == first.output
     after = {name: storage.read_bytes(storage.join(again.output, name)) for name in storage.list_files(again.output)}
     assert sorted(after) == sorted(before)
     for name, data in before.items():
-        assert after[name] == data, name                    # shards, manifest and commit marker
+        if name != storage.COMMIT_MARKER:                   # the marker records when it was written
+            assert after[name] == data, name                # shards and manifest
     assert again.manifest == first.manifest
 
 
@@ -143,8 +145,8 @@ def test_preference_pairs_keep_chosen_and_rejected(tmp_path, ray_local, tiny_mod
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     cfg = _config(tmp_path / "runs", [{"path": str(path), "schema": "preference"}], "data.name=pairs")
     result = run_data_job(cfg)
-    assert result.manifest["kind"] == "preference"
-    assert result.manifest["counts"]["bad"] == 2 and result.manifest["drops"]["schema"] == 2
+    assert result.manifest.kind == "preference"
+    assert result.manifest.counts.bad == 2 and result.manifest.drops["schema"] == 2
     quarantined = {json.loads(line)["row"]: json.loads(line) for line in storage.read_text(result.quarantine).splitlines()}
     assert sorted(quarantined) == [31, 32] and {q["reason"] for q in quarantined.values()} == {"schema"}
     assert "identical" in quarantined[31]["detail"] and "'rejected'" in quarantined[32]["detail"]
@@ -189,10 +191,10 @@ def test_cli_reads_sources_from_and_writes_shards_to_s3(golden, s3_server):
     assert "read + validate" in out.stdout and "pack + write" in out.stdout      # the summary table
     assert storage.is_committed(output) and storage.exists(output + ".quarantine.jsonl")
     manifest = read_manifest(output)
-    assert manifest["content_hash"] == golden["result"].manifest["content_hash"]   # same data, other store
-    assert [s["uri"] for s in manifest["sources"]] == [s["path"] for s in sources]
+    assert manifest.content_hash == golden["result"].manifest.content_hash   # same data, other store
+    assert [s.uri for s in manifest.sources] == [s["path"] for s in sources]
     rows = open_shards(output)["train"].take_all()
-    assert len(rows) == manifest["splits"]["train"]["rows"]
+    assert len(rows) == manifest.splits["train"].rows
     for row in rows[:20]:
         lm_segments(row)
 
@@ -203,17 +205,18 @@ def test_materialize_false_streams_the_same_records(golden):
     result = run_data_job(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, materialize=False,
                                                                             output=output)))
     manifest = result.manifest
-    assert manifest["materialized"] is False and manifest["counts"] == {
-        k: v for k, v in golden["result"].manifest["counts"].items() if k not in ("tokenized", "rows")}
+    assert manifest.materialized is False and manifest.stream is not None
+    assert manifest.counts == dataclasses.replace(golden["result"].manifest.counts, tokenized=None, rows=None)
+    assert read_manifest(result.output) == manifest
     assert not any(f.endswith(".parquet") and f.startswith("train") for f in storage.list_files(result.output))
     datasets = open_shards(result.output)
-    materialized = golden["result"].manifest["splits"]
+    materialized = golden["result"].manifest.splits
     for split in ("train", "validation"):
         real = 0
         for batch in datasets[split].iter_torch_batches(batch_size=8, prefetch_batches=2):
             assert tuple(batch["input_ids"].shape)[1] == 128
             real += int(batch["attention_mask"].sum())
-        assert real == materialized[split]["tokens"], split
+        assert real == materialized[split].tokens, split
 
 
 def test_ray_train_workers_stream_the_shards(golden, tmp_path):
@@ -240,5 +243,5 @@ def test_ray_train_workers_stream_the_shards(golden, tmp_path):
     trainer.fit()
     seen = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     assert len(seen) == 2 and all(s["rows"] > 0 for s in seen)
-    train = golden["result"].manifest["splits"]["train"]
-    assert sum(s["rows"] for s in seen) == train["rows"] and sum(s["tokens"] for s in seen) == train["tokens"]
+    train = golden["result"].manifest.splits["train"]
+    assert sum(s["rows"] for s in seen) == train.rows and sum(s["tokens"] for s in seen) == train.tokens

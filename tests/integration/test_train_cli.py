@@ -40,7 +40,7 @@ def test_train_and_export_on_s3_through_the_cli(s3_server, tiny_model_dir, tmp_p
     assert all(ckpts.is_complete(uri) for _, uri in checkpoints)
     exported = f"{root}/models/cli-s3"
     assert storage.is_committed(exported) and storage.exists(f"{exported}/model.safetensors")
-    from rayloom.data.streaming import read_manifest
+    from rayloom.data import read_manifest
     from rayloom.lineage import read_lineage
 
     lineage = read_lineage(exported)  # the export names the shards it trained on and its base model

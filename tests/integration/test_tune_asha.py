@@ -21,7 +21,7 @@ LRS = [3e-3, 1e-6, 2e-6, 1e-3]
 
 
 def test_asha_sweep_stops_bad_trials_and_reports_the_best(ray_local, tiny_model_dir, tmp_path):
-    from rayloom.tune.sweep import sweep
+    from rayloom.tune import sweep
 
     data = write_sweep_shards(tiny_model_dir, str(tmp_path / "data"))
     cfg = compose("tune", sweep_overrides(

@@ -10,7 +10,9 @@ import pytest
 from helpers.tune_fixtures import sweep_overrides, write_sweep_shards
 
 from rayloom.config import compose
+from rayloom.train import RunPaths
 from rayloom.train import checkpoints as ckpts
+from rayloom.tune import sweep
 
 # About 3 minutes here (two concurrent trials plus the exploited trial's restart): slow, not in CI.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,9 +27,6 @@ def _schedule(step: int, min_ratio: float) -> float:
 
 
 def test_pbt_exploits_and_restores_checkpoints(ray_local, tiny_model_dir, tmp_path):
-    from rayloom.train.driver import run_dir
-    from rayloom.tune.sweep import sweep
-
     data = write_sweep_shards(tiny_model_dir, str(tmp_path / "data"))
     cfg = compose("tune", sweep_overrides(
         tmp_path, data, "tune=pbt", "tune.name=pbt-test", "tune.num_samples=1", "tune.max_concurrent_trials=2",
@@ -48,7 +47,7 @@ def test_pbt_exploits_and_restores_checkpoints(ray_local, tiny_model_dir, tmp_pa
     restored = [p for p in trial.curve if p["restored_from"] == donor.trial_id]
     assert restored
     assert trial.run_name.startswith(f"pbt-test-{trial.trial_id}-from-{donor.trial_id}-s")
-    state = ckpts.read_state(ckpts.latest_complete(run_dir(cfg, trial.run_name))[1])
+    state = ckpts.read_state(ckpts.latest_complete(RunPaths.of(cfg, trial.run_name).run_dir)[1])
     assert state.resumes and state.resumes[0]["from_step"] > 0
     assert state.resumes[0]["checkpoint"].startswith(f"checkpoint_{state.resumes[0]['from_step']:08d}")
     assert state.step == MAX_STEPS
@@ -56,7 +55,7 @@ def test_pbt_exploits_and_restores_checkpoints(ray_local, tiny_model_dir, tmp_pa
     # scheduler's base learning rates from the checkpoint).
     import torch
 
-    seeded = ckpts.list_checkpoints(run_dir(cfg, trial.run_name))[0][1]
+    seeded = ckpts.list_checkpoints(RunPaths.of(cfg, trial.run_name).run_dir)[0][1]
     states = torch.load(f"{seeded}/ds/{ckpts.read_state(seeded).ds_tag}/mp_rank_00_model_states.pt",
                         map_location="cpu", weights_only=False)
     assert states["lr_scheduler"]["base_lrs"] == [restored[0]["values"]["train.lr"]] * len(

@@ -3,54 +3,50 @@ interrupted trial from the checkpoint Tune recorded for it (its training run res
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
-import threading
-import time
 
 import pytest
 from helpers.tune_fixtures import sweep_overrides, write_sweep_shards
+from ray import tune
 
 from rayloom.config import compose
+from rayloom.train import RunPaths
 from rayloom.train import checkpoints as ckpts
+from rayloom.tune import sweep
+from rayloom.tune.sweep import sweep_dir
 
 pytestmark = pytest.mark.integration
 
 
-def _interrupt_after_first_report(sweep_dir: str, fired: dict) -> None:
-    """Send the sweep process SIGUSR1 (Ray Tune's graceful stop) once Tune has recorded a trial's
-    first checkpoint; Tune saves the experiment state and returns.
+class StopAfterFirstCheckpoint(tune.Callback):
+    """Sends the sweep Ray Tune's graceful stop signal (SIGUSR1) as soon as Tune's controller has
+    registered a trial's first checkpoint. `on_trial_save` runs after the controller recorded the
+    checkpoint with the trial, so the saved experiment state always holds it: the stop point does
+    not depend on timing."""
 
-    A trial's `checkpoint_000000` folder is written by the trial before Tune's controller registers
-    it (the controller first takes the result, then runs a separate save step), so stopping as soon
-    as it appears sometimes saved a state without the checkpoint and the trial restarted from
-    scratch. `checkpoint_000001` can only appear after that save was processed: the trial's
-    `tune.report` blocks until the controller asks for the next result, which it does only once the
-    save is done."""
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if glob.glob(os.path.join(sweep_dir, "*", "checkpoint_000001")):
-            fired["at"] = time.time()
+    def __init__(self) -> None:
+        self.saves = 0
+
+    def on_trial_save(self, iteration, trials, trial, **info):
+        self.saves += 1
+        if self.saves == 1:
             os.kill(os.getpid(), signal.SIGUSR1)
-            return
-        time.sleep(0.2)
+
+    def __reduce__(self):
+        # Tune pickles the run config, this callback included, into the sweep directory, and the
+        # resumed sweep runs what it unpickles: that copy is a plain no-op Callback.
+        return tune.Callback, ()
 
 
 def test_an_interrupted_sweep_resumes(ray_local, tiny_model_dir, tmp_path):
-    from rayloom.train.driver import run_dir
-    from rayloom.tune.sweep import sweep, sweep_dir
-
     data = write_sweep_shards(tiny_model_dir, str(tmp_path / "data"))
     cfg = compose("tune", sweep_overrides(
         tmp_path, data, "tune=random", "tune.name=resume-test", "tune.num_samples=2", "tune.max_concurrent_trials=1",
         "~tune.space.train.warmup_steps", "tune.space.train.lr.low=0.001"))
-    fired: dict = {}
-    watcher = threading.Thread(target=_interrupt_after_first_report, args=(sweep_dir(cfg), fired), daemon=True)
-    watcher.start()
-    first = sweep(cfg)
-    watcher.join(timeout=5)
-    assert fired, "the sweep finished before it could be interrupted"
+    stopper = StopAfterFirstCheckpoint()
+    first = sweep(cfg, callbacks=[stopper])
+    assert stopper.saves >= 1
     assert first.interrupted and first.best_config_path is None
     reported = {t.trial_id: t.num_reports for t in first.trials}
     assert sum(reported.values()) >= 1 and any(n < 4 for n in reported.values())
@@ -64,7 +60,8 @@ def test_an_interrupted_sweep_resumes(ray_local, tiny_model_dir, tmp_path):
     resumed = [t for t in second.trials if any(p["restored_from"] == "self" for p in t.curve)]
     assert resumed
     for trial in resumed:
-        state = ckpts.read_state(ckpts.latest_complete(run_dir(cfg, trial.run_name))[1])
+        state = ckpts.read_state(ckpts.latest_complete(RunPaths.of(cfg, trial.run_name).run_dir)[1])
         assert state.step == 8 and state.resumes and state.resumes[0]["from_step"] >= 2
         assert [p["step"] for p in trial.curve] == [2, 4, 6, 8]
     assert second.best_config_path and second.best_checkpoint
+    assert os.path.isdir(sweep_dir(cfg))

@@ -10,7 +10,7 @@ import pytest
 from rayloom.config import DedupConfig
 from rayloom.data.dedup import DuplicateFinder, exact_key, minhash_signatures, shingles
 from rayloom.data.packing import pack_lm, pad_preference, plan_rows
-from rayloom.data.plan import is_validation, locate, num_copies, record_id, source_of
+from rayloom.data.record_ids import is_validation, locate, num_copies, record_id, source_of
 from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS, PREFERENCE_COLUMNS
 
 

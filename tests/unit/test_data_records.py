@@ -12,7 +12,7 @@ import pytest
 from rayloom.config import DedupConfig, FilterConfig, SourceConfig
 from rayloom.data.cleaning import boilerplate_fraction, filter_reason, repetition_fraction, symbol_fraction
 from rayloom.data.parsing import ParseRecords
-from rayloom.data.plan import locate
+from rayloom.data.record_ids import locate
 from rayloom.data.records import BadRecord, payload_text, validate, validate_text
 from rayloom.data.sources import resolve_source
 from rayloom.errors import UserError

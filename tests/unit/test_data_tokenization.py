@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rayloom.config import DataConfig
-from rayloom.data.plan import record_id
+from rayloom.data.record_ids import record_id
 from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS, PREFERENCE_COLUMNS
 from rayloom.data.selection import SelectRecords
 from rayloom.data.shards import TokenizePackShards

@@ -17,7 +17,7 @@ import pyarrow as pa
 from rayloom.config.data import DedupConfig, FilterConfig
 from rayloom.data.cleaning import filter_reason
 from rayloom.data.dedup import exact_key, minhash_signatures
-from rayloom.data.plan import MAX_ROWS_PER_FILE, record_id
+from rayloom.data.record_ids import MAX_ROWS_PER_FILE, record_id
 from rayloom.data.records import BadRecord, canonical_json, payload_text, validate, validate_text
 from rayloom.data.sources import SourceFiles, fs_path
 

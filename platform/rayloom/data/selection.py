@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayloom.data.plan import is_validation, num_copies, order_key, source_of
+from rayloom.data.record_ids import is_validation, num_copies, order_key, source_of
 
 SELECTED_SCHEMA = pa.schema([
     ("doc_id", pa.int64()), ("copy", pa.int64()), ("split", pa.string()), ("order", pa.uint64()),

@@ -2,7 +2,7 @@
 
 TokenizePackShards is the job's one heavy stage (an actor pool, data.num_tokenize_actors): per
 input block - the records of one source file, as the read stage left them - it applies source
-weights and the split (SelectRecords), shuffles the record copies (plan.order_key), tokenizes
+weights and the split (SelectRecords), shuffles the record copies (record_ids.order_key), tokenizes
 them (RecordTokenizer), packs each split's pieces into rows and writes them as Parquet shards of
 data.rows_per_shard rows. Tokens never travel through the object store and there is no
 all-to-all shuffle (an earlier design tokenized in one stage, then grouped the tokens by a hash
@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from rayloom import storage
 from rayloom.config import DataConfig, ModelConfig
 from rayloom.data.packing import PackStats, pack_lm, pad_preference
-from rayloom.data.plan import locate, mix
+from rayloom.data.record_ids import locate, mix
 from rayloom.data.schema import SPLITS
 from rayloom.data.selection import SelectRecords
 from rayloom.data.tokenization import Tokenized

@@ -1,9 +1,9 @@
-"""Ray Data datasets over committed shards, for Ray Train's `datasets=` argument.
+"""Reading a committed dataset: its manifest, and Ray Data datasets for Ray Train's `datasets=`.
 
 Training workers read their part with `ray.train.get_dataset_shard("train")` and
 `iter_torch_batches(prefetch_batches=...)`, so loading overlaps compute. When the data job ran
 with `data.materialize=false` there are no shards: the same datasets are computed from the raw
-sources as they are read (rayloom.data.stream), with identical columns.
+sources as they are read (rayloom.data.from_sources), with identical columns.
 """
 
 from __future__ import annotations
@@ -11,29 +11,35 @@ from __future__ import annotations
 import json
 
 from rayloom import storage
-from rayloom.data.schema import MANIFEST, SPLITS
+from rayloom.data.schema import MANIFEST, SPLITS, Manifest
 from rayloom.errors import UserError
 
 
-def read_manifest(output: str) -> dict:
+def read_manifest(output: str) -> Manifest:
+    """The manifest of the committed dataset at `output`, or a UserError when there is none."""
     path = storage.join(output, MANIFEST)
     if not storage.is_committed(output) or not storage.exists(path):
         raise UserError(f"no committed shards at {output!r} (run `rayloom data` first, or point data.output there)")
-    return json.loads(storage.read_text(path))
+    try:
+        return Manifest.from_dict(json.loads(storage.read_text(path)))
+    except ValueError as exc:
+        raise UserError(f"{path} is not a rayloom manifest this version reads: {exc}") from None
 
 
 def open_shards(output: str, splits: tuple[str, ...] = SPLITS) -> dict:
-    """{split: ray.data.Dataset} over the Parquet shards listed in the manifest."""
-    import ray.data
-
+    """{split: ray.data.Dataset} over the Parquet shards listed in the manifest (or computed from
+    the sources when the data job did not materialise them). A split without rows is left out."""
     manifest = read_manifest(output)
-    if not manifest.get("materialized", True):
-        from rayloom.data.stream import open_stream
+    if not manifest.materialized:
+        # pyarrow, numpy and the tokenizing stages: only this path needs them.
+        from rayloom.data.from_sources import open_from_sources
 
-        return open_stream(output, manifest, splits)
+        return open_from_sources(output, manifest, splits)
+    import ray.data  # Ray stays out of `import rayloom.data`
+
     datasets = {}
     for split in splits:
-        files = manifest["splits"].get(split, {}).get("files", [])
+        files = manifest.splits[split].files if split in manifest.splits else []
         if not files:
             continue
         uris = [storage.join(output, f) for f in files]

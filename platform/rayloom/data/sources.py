@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rayloom import storage
 from rayloom.config.data import SourceConfig
-from rayloom.data.plan import MAX_FILES_PER_SOURCE
+from rayloom.data.record_ids import MAX_FILES_PER_SOURCE
 from rayloom.errors import UserError
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from rayloom.data.schema import Manifest
+
 
 @dataclass
 class StageRow:
@@ -52,3 +54,26 @@ class JobSummary:
 
 def _num(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
+
+
+def manifest_lines(manifest: Manifest) -> list[str]:
+    """The lines under the table: tokens and shards, bad rows, the hashes later stages record."""
+    lines = []
+    counts = manifest.counts
+    if manifest.materialized:
+        tokens = manifest.tokens
+        train, val = manifest.splits["train"], manifest.splits["validation"]
+        how = "packing efficiency" if manifest.kind == "lm" and manifest.packing else \
+            "of the padded slots are real tokens"
+        lines.append(f"tokens: {tokens.real:,} real in {tokens.slots:,} slots "
+                     f"({tokens.packing_efficiency:.1%} {how}); "
+                     f"train {train.rows:,} rows in {len(train.files)} shard(s), "
+                     f"validation {val.rows:,} rows in {len(val.files)} shard(s)")
+    else:
+        lines.append("materialize=false: records validated and deduplicated; tokenization and packing stream "
+                     "from the sources while training reads (rayloom.data.open_shards)")
+    if counts.bad:
+        lines.append(f"bad rows: {counts.bad:,} of {counts.read:,} quarantined in {manifest.quarantine}")
+    lines.append(f"content hash {manifest.content_hash[:16]}  config hash {manifest.config_hash[:16]}  "
+                 f"tokenizer {manifest.tokenizer_hash[:16]}")
+    return lines

@@ -11,9 +11,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from rayloom import storage
-from rayloom.config import RayloomConfig
+from rayloom.config import RayloomConfig, conf_dir
+from rayloom.train import RunPaths
 from rayloom.train import checkpoints as ckpts
+from rayloom.tune.plot import plot_curves
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +131,7 @@ def _summarize_trial(trial, result, cfg: RayloomConfig) -> TrialSummary:
     steps_trained = int(last.get("step", 0))
     run_name = last.get("run_name")
     if run_name:
-        from rayloom.train.driver import run_dir
-
-        newest = ckpts.list_checkpoints(run_dir(cfg, run_name))
+        newest = ckpts.list_checkpoints(RunPaths.of(cfg, run_name).run_dir)
         if newest:
             steps_trained = max(steps_trained, newest[-1][0])
     error = None
@@ -193,8 +195,6 @@ def _rows(result) -> list[dict]:
 
 
 def write_results(cfg: RayloomConfig, result: SweepResult) -> None:
-    from rayloom.tune.plot import plot_curves
-
     directory = result.sweep_dir
     storage.write_text(storage.join(directory, TABLE_CSV), csv_table(result))
     storage.write_text(storage.join(directory, TABLE_MD), markdown_table(result) + "\n")
@@ -206,8 +206,6 @@ def write_results(cfg: RayloomConfig, result: SweepResult) -> None:
         result.best_config_path = cfg.tune.best_config_path or storage.join(directory, BEST_YAML)
         storage.write_text(result.best_config_path, text)
         if cfg.tune.write_experiment:
-            from rayloom.config.compose import conf_dir
-
             target = conf_dir() / "experiment" / f"{cfg.tune.name}_best.yaml"
             target.write_text(text)
             log.info("wrote %s (use it with experiment=%s_best)", target, cfg.tune.name)
@@ -274,8 +272,6 @@ def _nest(values: dict[str, Any]) -> dict[str, Any]:
 def best_experiment_yaml(cfg: RayloomConfig, result: SweepResult) -> str:
     """The best trial's values as a conf/experiment file (`experiment=<name>`), its checkpoint in a
     comment and the run name pointing at the sweep."""
-    from omegaconf import OmegaConf
-
     values = dict(result.best_values)
     body = _nest(values)
     body.setdefault("train", {})["run_name"] = f"{cfg.tune.name}-best"

@@ -14,11 +14,18 @@ import dataclasses
 import logging
 import os
 import random
+from collections.abc import Sequence
 
 from rayloom import storage
 from rayloom.config import RayloomConfig
+from rayloom.data import default_output, read_manifest
 from rayloom.errors import UserError
+from rayloom.models import resolve_model_dir
+from rayloom.runtime import apply_storage_env, ray_session
+from rayloom.train import check_config, ray_storage_options
+from rayloom.tune.reaper import PlacementGroupReaper
 from rayloom.tune.results import SweepResult, summarize_sweep
+from rayloom.tune.space import apply_overrides, build_mutations, build_param_space
 from rayloom.tune.trial import SweepJob, evaluation_interval, trial_fn
 
 log = logging.getLogger(__name__)
@@ -54,9 +61,6 @@ def absolutize_paths(cfg: RayloomConfig) -> RayloomConfig:
 
 def check_sweep(cfg: RayloomConfig, data_output: str) -> None:
     """Everything that can be checked before a trial launches, each failure naming the key."""
-    from rayloom.data.streaming import read_manifest
-    from rayloom.train.driver import check_config
-
     tune = cfg.tune  # its search space was checked against the schema when cfg was built
     if not tune.space:
         raise UserError("tune.space is empty: name at least one config key to search (see conf/tune/asha.yaml)")
@@ -70,8 +74,7 @@ def check_sweep(cfg: RayloomConfig, data_output: str) -> None:
                         f"{cfg.train.max_steps} must be a multiple of it (trials evaluate every "
                         "max_steps/num_reports steps)")
     if tune.metric in ("val_loss",):
-        manifest = read_manifest(data_output)
-        if "validation" not in manifest.get("splits", {}):
+        if "validation" not in read_manifest(data_output).splits:
             raise UserError(f"tune.metric=val_loss needs a validation split, and the shards at {data_output!r} have "
                             "none (data.validation_fraction > 0 when building them)")
         if cfg.train.eval_batches == 0:
@@ -86,8 +89,6 @@ def check_sweep(cfg: RayloomConfig, data_output: str) -> None:
 def check_space_values(cfg: RayloomConfig) -> None:
     """Apply each spec's extremes (low/high, every listed value) to the config so a value a group
     rejects (peft.dropout=1.5, an unknown objective) fails now, not inside a trial."""
-    from rayloom.tune.space import apply_overrides
-
     for path, spec in cfg.tune.space.items():
         values = spec["values"] if "values" in spec else [spec["low"], spec["high"]]
         for value in values:
@@ -99,8 +100,6 @@ def check_space_values(cfg: RayloomConfig) -> None:
 
 def build_scheduler(tune_cfg):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
-
-    from rayloom.tune.space import build_mutations
 
     if tune_cfg.scheduler == "asha":
         # Time is counted in evaluations (training_iteration); every trial has num_reports of them.
@@ -145,17 +144,16 @@ def _prepare_sweep_dir(cfg: RayloomConfig, tuner_cls) -> bool:
     return True
 
 
-def sweep(cfg: RayloomConfig, data_output: str | None = None) -> SweepResult:
+def sweep(cfg: RayloomConfig, data_output: str | None = None, callbacks: Sequence = ()) -> SweepResult:
     """Run (or resume) the sweep `cfg.tune` over training runs on the shards at `data_output`
-    (default: data.output, else <storage.root>/data/<data.name>). Needs a running Ray."""
+    (default: data.output, else <storage.root>/data/<data.name>). Needs a running Ray.
+
+    `callbacks` are extra `ray.tune.Callback`s for a new sweep. Tune stores them with the sweep's
+    state, so a resumed sweep runs the ones it was started with."""
     from ray import tune
 
-    from rayloom.models import resolve_model_dir
-    from rayloom.train.driver import _ray_storage, default_data_output
-    from rayloom.tune.space import build_param_space
-
     cfg = absolutize_paths(cfg)
-    data_output = _absolute(data_output or default_data_output(cfg))
+    data_output = _absolute(data_output or default_output(cfg))
     check_sweep(cfg, data_output)
     tune_cfg = cfg.tune
     # Build (or fetch) the model once here, so concurrent trials do not race to build it.
@@ -186,8 +184,9 @@ def sweep(cfg: RayloomConfig, data_output: str | None = None) -> SweepResult:
             ),
             run_config=tune.RunConfig(
                 name=tune_cfg.name,
-                **_ray_storage(sweep_storage_path(cfg)),
+                **ray_storage_options(sweep_storage_path(cfg)),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                callbacks=list(callbacks),
                 verbose=1,
             ),
         )
@@ -195,8 +194,6 @@ def sweep(cfg: RayloomConfig, data_output: str | None = None) -> SweepResult:
     log.info("sweep %s: %s + %s, %d sample(s), %d concurrent, each trial %d steps with an evaluation every %d",
              tune_cfg.name, tune_cfg.scheduler, tune_cfg.search_alg, tune_cfg.num_samples,
              tune_cfg.max_concurrent_trials, cfg.train.max_steps, interval)
-    from rayloom.tune.reaper import PlacementGroupReaper
-
     with PlacementGroupReaper():
         grid = tuner.fit()
     return summarize_sweep(cfg, grid, sweep_dir(cfg), resumed=resumed)
@@ -204,13 +201,9 @@ def sweep(cfg: RayloomConfig, data_output: str | None = None) -> SweepResult:
 
 def run_tune_job(cfg: RayloomConfig) -> SweepResult:
     """`rayloom tune [overrides]`: sweep cfg.tune over training runs on the committed shards."""
-    from rayloom.data.streaming import read_manifest
-    from rayloom.runtime import apply_storage_env, ray_session
-    from rayloom.train.driver import default_data_output
-
     apply_storage_env(cfg.storage)
-    check_sweep(absolutize_paths(cfg), default_data_output(cfg))  # bad input -> a clear error before Ray starts
-    read_manifest(default_data_output(cfg))
+    check_sweep(absolutize_paths(cfg), default_output(cfg))  # bad input -> a clear error before Ray starts
+    read_manifest(default_output(cfg))
     with ray_session(cfg.cluster, cfg.storage):
         result = sweep(cfg)
     print(result.render())

@@ -29,7 +29,9 @@ from typing import Any
 
 from rayloom import storage
 from rayloom.config import RayloomConfig
+from rayloom.train import RunPaths, train
 from rayloom.train import checkpoints as ckpts
+from rayloom.tune.space import apply_overrides, trial_values
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +150,6 @@ def _pointer_checkpoint(pointer: dict):
 def trial_fn(config: dict[str, Any], job: SweepJob) -> None:
     from ray import tune
 
-    from rayloom.train.driver import run_dir as train_run_dir
-    from rayloom.train.driver import train
-    from rayloom.tune.space import apply_overrides, trial_values
-
     values = trial_values(config, job.space)
     trial_id = tune.get_context().get_trial_id()
     cfg = apply_overrides(job.cfg, values)
@@ -171,7 +169,7 @@ def trial_fn(config: dict[str, Any], job: SweepJob) -> None:
         run_name, on_existing = f"{job.sweep_name}-{trial_id}-from-{pointer['trial_id']}-s{pointer['step']}", "resume"
         restored = {"restored_from": pointer["trial_id"], "restored_step": pointer["step"]}
     cfg = trial_config(cfg, job, run_name, on_existing)
-    directory = train_run_dir(cfg, run_name)
+    directory = RunPaths.of(cfg, run_name).run_dir
     if restored:
         storage.remove(directory)
         seeded = seed_from_donor(pointer, directory, cfg)

@@ -18,14 +18,14 @@ from typing import Any
 from omegaconf import DictConfig
 
 from rayloom.config import RayloomConfig, conf_dir, register_schemas, to_typed
-from rayloom.data.pipeline import run_data_job
+from rayloom.data import run_data_job
 from rayloom.errors import UserError
 from rayloom.eval import run_eval_job
 from rayloom.log_setup import configure_logging
 from rayloom.recipes import run_demo
 from rayloom.serve import run_serve_job
 from rayloom.train import run_train_job
-from rayloom.tune.sweep import run_tune_job
+from rayloom.tune import run_tune_job
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ lengths.
 Each configuration runs rayloom's training path without Ray (the same model loading, PEFT wrapping,
 DeepSpeed config builder, objective and `deepspeed.initialize`) in 2 fresh processes (data-parallel
 ranks over gloo, so ZeRO partitioning is real), 2 optimizer steps on random tokens. Measured: rank 0's
-RSS high-water mark (ru_maxrss) minus its RSS just before the model is loaded (after torch, DeepSpeed,
-transformers and the process group are up), i.e. what the run added over the Python/torch baseline.
+RSS high-water mark (VmHWM, reset through /proc/self/clear_refs) during the configuration minus its RSS
+just before it. Before that the process runs the same code path once on a minimal model (1 layer, width
+64), so imports, thread pools and kernel workspaces are in the baseline, not in the measurement.
 Predicted: the planner's per-worker device + host peak for the same composed config, without its
 runtime-baseline term.
 
@@ -266,8 +267,9 @@ def run(quick: bool = False) -> Result:
         goals["rows within ±20%"] = ">= 1.0"
         ratios["median DeepSpeed estimate/measured"] = sorted(r["deepspeed/measured"] for r in judged)[len(judged) // 2]
     notes = [f"Model: {plans[names[0]].shape.num_params / 1e6:.1f}M-parameter Llama built from config "
-             f"({' '.join(model[1:])}); 2 ranks over gloo, micro-batch 2, 2 steps; measured = rank 0's ru_maxrss - "
-             "its RSS before the model is loaded (the Python/torch/DeepSpeed baseline, baseline_rss_mib).",
+             f"({' '.join(model[1:])}); 2 ranks over gloo, micro-batch 2, 2 steps; measured = rank 0's peak RSS "
+             "during the configuration - its RSS before it, after a warm-up of the same code path on a 1-layer "
+             "model (baseline_rss_mib: Python, torch, DeepSpeed, gloo and the warm-up's leftovers).",
              "DeepSpeed's estimators count model states only and assume 16-bit mixed precision (2+18 bytes per "
              "parameter) with a 1.5 buffer factor on the CPU side; they are below the measurement where activations "
              "and logits matter and do not know about frozen (LoRA) weights.",

@@ -46,6 +46,8 @@ def test_model_state_terms_fp32_zero2_two_workers():
     assert _term(b, "fp32 master partition") == 4 * TINY_PARAMS / 2
     assert _term(b, "optimizer states (Adam m, v)") == 8 * TINY_PARAMS / 2
     assert b.get("fp32 gradient partition").phase == "step"
+    # torch's foreach AdamW (CPU, no offload) allocates sqrt(v) during the step.
+    assert _term(b, "AdamW step temporaries (torch foreach)") == 4 * TINY_PARAMS / 2
     # CPU RSS sees only the touched part of the 50M-element bucket: at most the trainable count.
     assert _term(b, "reduce buckets") == 4 * TINY_PARAMS
     assert b.device_is_host

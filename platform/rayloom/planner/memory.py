@@ -301,6 +301,10 @@ def estimate(shape: ModelShape, setup: Setup) -> Breakdown:
             copies = 2 if setup.overlap_comm else 1
             out.add("reduce buckets", bucket_bytes * elements * copies, phase="fwd_bwd",
                     formula=f"{bucket_bytes} B x {elements:,} x {copies}")
+    if not setup.use_gpu and not states_on_host:
+        # rayloom runs torch's AdamW on CPU (foreach): its step allocates sqrt(v) for every tensor.
+        out.add("AdamW step temporaries (torch foreach)", 4 * n_train / shard, phase="step",
+                formula=f"4 B x {n_train:,}" + (f" / dp {dp}" if shard > 1 else ""))
     if setup.offload_optimizer == "nvme" or setup.offload_param == "nvme":
         # Swap buffers in pinned host memory: DeepSpeed stages optimizer sub-groups through a few
         # buffers; a rough bound (not validated here): 4 fp32 copies of the largest tensor.

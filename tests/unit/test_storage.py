@@ -394,3 +394,19 @@ def test_check_output_path(tmp_path):
         storage.check_output_path("s3://b/runs/models/..", root="s3://b/runs")
     with pytest.raises(UserError, match="own input"):
         storage.check_output_path("s3://b/data", inputs=["s3://b/data/raw/"])
+
+
+def test_a_dangling_link_to_a_deleted_version_may_be_replaced(tmp_path):
+    import shutil
+
+    dest = tmp_path / "out"
+    storage.commit_dir(_tree(tmp_path / "a", {"f": "1"}), dest)
+    shutil.rmtree(tmp_path / ".out.versions")
+    assert not storage.is_committed(dest)
+    storage.commit_dir(tmp_path / "a", dest)
+    assert _read_all(str(dest)) == {"f": "1"}
+    other = tmp_path / "elsewhere"
+    other.symlink_to(_tree(tmp_path / "b", {"user": "file"}))
+    with pytest.raises(UserError, match="symbolic link"):
+        storage.commit_dir(tmp_path / "a", other)
+    assert (tmp_path / "b" / "user").read_text() == "file"

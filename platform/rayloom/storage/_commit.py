@@ -66,6 +66,8 @@ def _classify_local(uri: str) -> _Dest:
         ours = os.path.dirname(target) == os.path.realpath(versions_dir(uri))
         if info is not None and ours:
             return _Dest("committed", info, current_version=os.path.basename(target))
+        if ours and not os.path.exists(target):
+            return _Dest("committed")  # our link, its version deleted by hand: nothing left to protect
         return _Dest("foreign", detail=f"a symbolic link to {os.readlink(uri)}")
     if not os.path.lexists(uri):
         return _Dest("absent")

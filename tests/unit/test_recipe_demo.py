@@ -144,6 +144,8 @@ def test_quiet_console_moves_library_records_and_raylet_lines_into_the_log(tmp_p
     console = QuietConsole(tmp_path / "run.log")
     try:
         console.mute()
+        for attached in library.handlers:  # as ray.init does to the "ray" logger's handlers
+            attached.setFormatter(logging.Formatter("%(message)s"))
         library.info("an INFO dump")
         library.warning("a library warning")
         library.error("a library error")
@@ -161,5 +163,5 @@ def test_quiet_console_moves_library_records_and_raylet_lines_into_the_log(tmp_p
     assert "an INFO dump" not in err and "a library warning" not in err and "a library error" in err
     assert out.getvalue() == "  a stage summary\n"
     logged = (tmp_path / "run.log").read_text()
-    assert "an INFO dump" in logged and "a library warning" in logged and "(raylet) WARNING: 8 PYTHON" in logged
+    assert "INFO somelib.quiet_test: an INFO dump" in logged and "a library warning" in logged and "(raylet) WARNING: 8 PYTHON" in logged
     assert handler.level == logging.NOTSET  # restored

@@ -26,15 +26,26 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _RAYLET_PREFIX = "(raylet)"
 
 
+class _LogFile(logging.FileHandler):
+    """The log file's handler, on several libraries' loggers at once. It keeps its own format:
+    ray.init re-formats every handler of the "ray" logger."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.formatter = logging.Formatter(_FORMAT)
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802  (logging's name)
+        pass
+
+
 class QuietConsole:
     """Moves log records from the console into `path` while active (see the module docstring)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file_handler = logging.FileHandler(path)
+        self.file_handler = _LogFile(path)
         self.file_handler.setLevel(logging.INFO)
-        self.file_handler.setFormatter(logging.Formatter(_FORMAT))
         self._saved_levels: dict[logging.Handler, int] = {}
         self._attached: list[logging.Logger] = []
 
@@ -98,10 +109,11 @@ def quiet_console(path: Path) -> Iterator[QuietConsole]:
     """Log records go to `path` instead of the console for the duration of the block."""
     # vLLM engines log from their own processes, which read this at start-up.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    # Imported here so their loggers exist before the first record (ray and ray.data configure
-    # their console handlers on import; Ray's token-auth notice comes at ray.init).
+    # Imported here so their loggers exist before the first record: ray, ray.data and ray.serve
+    # set up their console handlers on import (Ray's token-auth notice comes at ray.init).
     import ray  # noqa: F401
     import ray.data  # noqa: F401
+    import ray.serve  # noqa: F401
 
     console = QuietConsole(path)
     console.mute()

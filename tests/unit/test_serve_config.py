@@ -66,7 +66,8 @@ def test_serve_config_file_is_a_valid_serve_deploy_schema(monkeypatch):
     # Serve's ingress and throughput settings reach the controller, and through it HAProxy and the
     # HTTP proxies; a cluster keeps Ray's own ports for HAProxy's side listeners.
     controller_env = schema.controller_options.runtime_env["env_vars"]
-    assert controller_env == {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    assert controller_env == {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                              "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": "300"}
     off = render_serve_config(compose("serve", ["serve.throughput_optimized=false", "serve.http_ingress=proxy"]))
     assert "controller_options" not in off
     # The args rebuild exactly the typed config on the cluster.
@@ -107,10 +108,11 @@ def test_secrets_in_cluster_env_are_refused():
 
 @pytest.mark.parametrize(("overrides", "replica", "controller"), [
     ([], {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
-     {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+     {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": "300"}),
     (["serve.http_ingress=proxy"], {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
      {"RAY_SERVE_PROXY_USE_GRPC": "1"}),
-    (["serve.throughput_optimized=false"], {"RAY_SERVE_ENABLE_HA_PROXY": "1"}, {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+    (["serve.throughput_optimized=false"], {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+     {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": "300"}),
     (["serve.throughput_optimized=false", "serve.http_ingress=proxy"], {}, {}),
 ])
 def test_ingress_and_throughput_settings_become_serve_environment(overrides, replica, controller):

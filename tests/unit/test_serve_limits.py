@@ -96,3 +96,22 @@ def test_limits_come_from_the_serve_config():
     serve = compose("serve", ["serve.max_tokens_limit=99", "serve.max_n=3", "serve.default_max_tokens=9"]).serve
     limits = RequestLimits.from_config(serve, max_model_len=512)
     assert (limits.max_tokens_limit, limits.max_n, limits.default_max_tokens, limits.max_model_len) == (99, 3, 9, 512)
+
+
+@pytest.mark.parametrize(("params", "param"), [
+    ({"bad_words": ["x"] * 10_000}, "bad_words"),
+    ({"allowed_token_ids": list(range(300))}, "allowed_token_ids"),
+    ({"stop_token_ids": list(range(300))}, "stop_token_ids"),
+    ({"logprob_token_ids": list(range(300))}, "logprob_token_ids"),
+    ({"logit_bias": {str(i): 1 for i in range(300)}}, "logit_bias"),
+    ({"stop": "s" * 300}, "stop"),
+    ({"stop": ["ok", "s" * 300]}, "stop"),
+    ({"bad_words": ["w" * 300]}, "bad_words"),
+])
+def test_list_fields_and_their_strings_are_bounded(params, param):
+    """Security review finding 7: every list-valued field has a bounded length (and each string in it)."""
+    limits = RequestLimits(max_list_items=256, max_stop_chars=256)
+    with pytest.raises(RequestRejected) as caught:
+        check_sampling(params, limits)
+    assert caught.value.status == 400 and caught.value.param == param
+    check_sampling({"bad_words": ["x"] * 256, "allowed_token_ids": list(range(256)), "stop": ["s" * 256]}, limits)

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from rayloom.models import load_tokenizer
-from rayloom.serve.prompt_tokens import count_chat_tokens, count_completion_tokens, load_serving_tokenizer
+from rayloom.serve.prompt_tokens import (
+    UnsupportedContent,
+    count_chat_tokens,
+    count_completion_tokens,
+    load_serving_tokenizer,
+)
 
 
 def test_chat_count_is_the_rendered_chat_template(tiny_model_dir):
@@ -38,3 +45,27 @@ def test_tokenizer_from_s3_downloads_tokenizer_files_only(s3_server, tiny_model_
     assert tokenizer.encode("import os") == load_tokenizer(tiny_model_dir).encode("import os")
     fetched = {p.name for p in Path(tmp_path).rglob("*") if p.is_file()}
     assert "tokenizer.json" in fetched and not any(name.endswith(".safetensors") for name in fetched)
+
+
+def test_chat_count_covers_tools_documents_and_other_message_fields(tiny_model_dir):
+    """Security review finding 7: what the template may render besides role and text counts too,
+    so max_prompt_tokens cannot be bypassed by moving the prompt into tools or tool calls."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    messages = [{"role": "user", "content": "hi"}]
+    base = count_chat_tokens(tokenizer, messages)
+    tools = [{"type": "function", "function": {"name": "lookup", "description": "word " * 2000,
+                                                "parameters": {"type": "object", "properties": {}}}}]
+    assert count_chat_tokens(tokenizer, messages, tools=tools) > base + 2000
+    assert count_chat_tokens(tokenizer, messages, documents=[{"text": "word " * 500}]) > base + 500
+    with_calls = messages + [{"role": "assistant", "content": None,
+                              "tool_calls": [{"id": "1", "type": "function",
+                                              "function": {"name": "f", "arguments": "word " * 300}}]}]
+    assert count_chat_tokens(tokenizer, with_calls) > base + 300
+
+
+def test_non_text_content_parts_are_refused(tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    for part in ({"type": "image_url", "image_url": {"url": "http://169.254.169.254/"}},
+                 {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}):
+        with pytest.raises(UnsupportedContent, match=part["type"]):
+            count_chat_tokens(tokenizer, [{"role": "user", "content": [{"type": "text", "text": "x"}, part]}])

@@ -76,6 +76,13 @@ class ServeConfig:
     # replica's own HTTP server (Serve's direct ingress), so no Python proxy carries the stream.
     # "proxy": Serve's Python HTTP proxy actor on each node. See rayloom.serve.app.controller_env_vars.
     http_ingress: str = "haproxy"
+    # HAProxy ingress hardening (rayloom.serve.haproxy_guard; embedded Ray): a client must send a
+    # request's headers within http_request_timeout_s (slow clients are cut off, not held), and
+    # an idle client connection is closed after client_timeout_s. HAProxy's stats page and
+    # Prometheus exporter are off unless haproxy_status_pages=true (then bound to serve.host).
+    http_request_timeout_s: int = 10
+    client_timeout_s: int = 300
+    haproxy_status_pages: bool = False
     # Ray Serve's throughput-optimized mode in the replicas (RAY_SERVE_THROUGHPUT_OPTIMIZED: user
     # code on the replica's event loop, buffered access logs, gRPC between deployments, GC frozen
     # after start-up). With http_ingress=proxy its direct ingress stays off (it would need a
@@ -111,6 +118,13 @@ class ServeConfig:
     max_n: int = 4
     max_logprobs: int = 20
     max_stop_sequences: int = 8
+    # Characters in one stop string / bad word.
+    max_stop_chars: int = 256
+    # Entries in each list-valued request field: bad_words, allowed_token_ids, stop_token_ids,
+    # logit_bias, logprob_token_ids.
+    max_list_items: int = 256
+    # Messages in one chat request.
+    max_messages: int = 256
     # Prompts in one /v1/completions request (a list of prompts is a batch).
     max_batch_prompts: int = 16
     # Deploy mode: block until Ctrl-C, or deploy and return (needs a cluster that outlives
@@ -177,6 +191,11 @@ class ServeConfig:
         positive(self.max_n, "serve.max_n")
         non_negative(self.max_logprobs, "serve.max_logprobs")
         non_negative(self.max_stop_sequences, "serve.max_stop_sequences")
+        positive(self.max_stop_chars, "serve.max_stop_chars")
+        non_negative(self.max_list_items, "serve.max_list_items")
+        positive(self.max_messages, "serve.max_messages")
+        positive(self.http_request_timeout_s, "serve.http_request_timeout_s")
+        positive(self.client_timeout_s, "serve.client_timeout_s")
         positive(self.max_batch_prompts, "serve.max_batch_prompts")
         require(self.max_prompt_tokens < self.max_model_len, "serve.max_prompt_tokens",
                 f"must be < serve.max_model_len={self.max_model_len}", self.max_prompt_tokens)

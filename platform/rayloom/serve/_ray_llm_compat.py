@@ -53,7 +53,7 @@ __all__ = [
     "DEFAULT_ENDPOINTS", "PRIVATE_SURFACE", "Batcher", "ChatCompletionRequest", "CompletionRequest",
     "CompletionResponse", "DiskMultiplexConfig", "ErrorResponse", "LoraModelLoader", "ModelCard", "ModelList",
     "RawRequestInfo", "get_base_model_id", "get_lora_id", "global_id_manager", "init_ingress_app",
-    "serve_http_address", "to_model_metadata",
+    "serve_controller_running", "serve_http_address", "to_model_metadata",
 ]
 
 # -- private methods and attributes the subclasses use ------------------------------------------
@@ -103,3 +103,14 @@ def serve_http_address() -> tuple[str, int] | None:
     except Exception:  # a private API: without it the configured address is the best guess
         return None
     return http.host, http.port
+
+
+def serve_controller_running() -> bool:
+    """Whether Serve already runs on the connected cluster (then `serve.start` keeps its settings).
+
+    Private: `_get_global_client(raise_if_no_controller_running=False)`. Public API that would
+    replace it: a `serve.is_running()`.
+    """
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client(raise_if_no_controller_running=False) is not None

@@ -115,6 +115,8 @@ def controller_env_vars(serve: ServeConfig) -> dict[str, str]:
         env["RAY_SERVE_PROXY_USE_GRPC"] = "1"
     if serve.http_ingress == "haproxy":
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        # Ray's default is an hour; an idle client connection is closed after this.
+        env["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"] = str(serve.client_timeout_s)
     return env
 
 

@@ -9,11 +9,17 @@ a cluster that outlives this process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rayloom.config import RayloomConfig, ServeConfig
@@ -26,6 +32,13 @@ from rayloom.runtime import ray_session
 from rayloom.serve.app import build_app, controller_env_vars
 from rayloom.serve.auth import AuthSettings, read_api_keys, resolve_auth
 from rayloom.serve.deployment_plan import ServePlan, is_embedded, plan_serving
+from rayloom.serve.haproxy_guard import (
+    haproxy_env,
+    private_dir,
+    real_haproxy_binary,
+    stop_leftover_haproxy,
+    write_launcher,
+)
 from rayloom.serve.serve_config import write_serve_config
 from rayloom.waiting import wait_until
 
@@ -40,6 +53,8 @@ class Endpoint:
     model_id: str
     app_name: str
     adapters: tuple[str, ...] = ()
+    # The private directory of the HAProxy this deploy started (embedded Ray), "" otherwise.
+    haproxy_dir: str = ""
 
     @property
     def model_ids(self) -> list[str]:
@@ -59,8 +74,11 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     app = build_app(cfg, auth=auth, plan=plan)
     # Cluster-wide HTTP options; Serve keeps its own when it already runs on this cluster.
     controller_env = controller_env_vars(serve)
-    if serve.http_ingress == "haproxy" and is_embedded(cfg.cluster):
-        controller_env.update(_embedded_haproxy_ports())
+    haproxy_dir = ""
+    if serve.http_ingress == "haproxy" and is_embedded(cfg.cluster) and not _serve_running():
+        controller_env.update(_embedded_haproxy_ports(serve.host))
+        haproxy_env, haproxy_dir = _hardened_haproxy(serve)
+        controller_env.update(haproxy_env)
     try:
         ray_serve.start(http_options={"host": serve.host, "port": serve.port},
                         controller_options={"runtime_env": {"env_vars": controller_env}} if controller_env else None)
@@ -78,7 +96,24 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     _wait_until_running(serve.app_name, serve.ready_timeout_s)
     log.info("%s is running after %.0fs", serve.app_name, time.monotonic() - start)
     return Endpoint(base_url=endpoint_url(serve), model_id=plan.model_id, app_name=serve.app_name,
-                    adapters=tuple(plan.adapters))
+                    adapters=tuple(plan.adapters), haproxy_dir=haproxy_dir)
+
+
+def _serve_running() -> bool:
+    """Whether Serve already runs on the connected cluster (then its HTTP settings stay as they are)."""
+    # here: the compat module imports Ray Serve LLM (vLLM, torch); `import rayloom.serve` stays light
+    from rayloom.serve._ray_llm_compat import serve_controller_running
+
+    return serve_controller_running()
+
+
+def _hardened_haproxy(serve: ServeConfig) -> tuple[dict[str, str], str]:
+    """Controller env putting HAProxy's files in a private 0700 directory behind rayloom's launcher."""
+    directory = private_dir()
+    launcher = write_launcher(directory, real_binary=real_haproxy_binary(), bind_host=serve.host,
+                              status_pages=serve.haproxy_status_pages,
+                              http_request_timeout_s=serve.http_request_timeout_s)
+    return haproxy_env(directory, launcher, client_timeout_s=serve.client_timeout_s), str(directory)
 
 
 def _address_in_use(message: str) -> str | None:
@@ -88,17 +123,18 @@ def _address_in_use(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _embedded_haproxy_ports() -> dict[str, str]:
+def _embedded_haproxy_ports(host: str = "127.0.0.1") -> dict[str, str]:
     """Free ports for the fixed ones Serve's HAProxy mode also opens, on a one-machine Ray.
 
     Besides serve.port it starts a Python fallback proxy on 8500, HAProxy's Prometheus exporter
     on :9101 (the haproxy_exporter's customary port) and its stats page on :8404; any of them
     taken by something else on a workstation made `serve.start` fail. A cluster keeps Ray's
-    documented ports.
+    documented ports. (The stats and Prometheus listeners are only opened, on serve.host, with
+    serve.haproxy_status_pages=true: rayloom.serve.haproxy_guard.)
     """
     return {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port("0.0.0.0")),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port("0.0.0.0"))}
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port(host)),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port(host))}
 
 
 def _actual_http_address(serve: ServeConfig) -> ServeConfig:
@@ -165,33 +201,83 @@ def run_serve_job(cfg: RayloomConfig) -> Endpoint:
                         "and set cluster.address=auto, or keep serve.blocking=true")
     config_path = write_serve_config(cfg)
     print(f"serve config (for `serve deploy` or a KubeRay RayService): {config_path}", flush=True)
-    with ray_session(cfg.cluster, cfg.storage):
-        plan = plan_serving(cfg)
-        endpoint = deploy(cfg, auth=auth, plan=plan)
-        keys = read_api_keys(serve.api_key_env, serve.api_key_file)
-        health = check_health(endpoint.base_url, keys[0] if keys else None)
-        print(f"endpoint: {endpoint.base_url}  models: {', '.join(endpoint.model_ids)}", flush=True)
-        if plan.lineage:
-            print("  lineage (GET /v1/models/<id> -> metadata.rayloom_lineage):\n    "
-                  + "\n    <- ".join(describe(plan.lineage)), flush=True)
-        print(f"  health: {health['status']} (one-token generation in {health['latency_ms']} ms); "
-              f"API key: {'$' + serve.api_key_env if serve.require_api_key else 'not required'}", flush=True)
-        print(f"  try: rayloom chat --url {endpoint.base_url}", flush=True)
-        if serve.blocking:
-            _block_until_interrupted(serve)
+    endpoint: Endpoint | None = None
+    # SIGTERM (systemd, Kubernetes, `kill`) stops the server like Ctrl-C: drain, delete, shut down.
+    with stop_on_sigterm():
+        try:
+            with ray_session(cfg.cluster, cfg.storage):
+                plan = plan_serving(cfg)
+                endpoint = deploy(cfg, auth=auth, plan=plan)
+                _announce(cfg, endpoint, plan)
+                if serve.blocking:
+                    _block_until_interrupted(serve, owns_ray=owns_ray)
+        finally:
+            if owns_ray:
+                _stop_embedded_haproxy(endpoint)
     return endpoint
 
 
-def _block_until_interrupted(serve: ServeConfig) -> None:
+def _announce(cfg: RayloomConfig, endpoint: Endpoint, plan: ServePlan) -> None:
+    serve = cfg.serve
+    keys = read_api_keys(serve.api_key_env, serve.api_key_file)
+    health = check_health(endpoint.base_url, keys[0] if keys else None)
+    print(f"endpoint: {endpoint.base_url}  models: {', '.join(endpoint.model_ids)}", flush=True)
+    if plan.lineage:
+        print("  lineage (GET /v1/models/<id> -> metadata.rayloom_lineage):\n    "
+              + "\n    <- ".join(describe(plan.lineage)), flush=True)
+    print(f"  health: {health['status']} (one-token generation in {health['latency_ms']} ms); "
+          f"API key: {'$' + serve.api_key_env if serve.require_api_key else 'not required'}", flush=True)
+    if endpoint.haproxy_dir:
+        print(f"  HAProxy config and admin socket: {endpoint.haproxy_dir} (private to this user)", flush=True)
+    print(f"  try: rayloom chat --url {endpoint.base_url}", flush=True)
+
+
+class ServerStopped(KeyboardInterrupt):
+    """SIGTERM arrived: handled like Ctrl-C (a KeyboardInterrupt, so no traceback anywhere)."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ServerStopped in the main thread for the duration of the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise ServerStopped()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _block_until_interrupted(serve: ServeConfig, *, owns_ray: bool) -> None:
     from ray import serve as ray_serve  # here: Ray only when deploying
 
-    print("serving; press Ctrl-C to stop", flush=True)
+    print("serving; press Ctrl-C (or send SIGTERM) to stop", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print(f"\nstopping {serve.app_name}", flush=True)
-        ray_serve.delete(serve.app_name)
+        # A second signal while draining must not cut the shutdown short with a traceback.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(f"\nstopping {serve.app_name}: draining in-flight requests", flush=True)
+        ray_serve.delete(serve.app_name)  # waits for the replicas' graceful shutdown
+        if owns_ray:
+            ray_serve.shutdown()  # stops the HTTP ingress (HAProxy) before Ray goes
+        print(f"stopped {serve.app_name}", flush=True)
+
+
+def _stop_embedded_haproxy(endpoint: Endpoint | None) -> None:
+    """After the embedded Ray is gone: stop any HAProxy of ours still running, remove its files."""
+    if endpoint is None or not endpoint.haproxy_dir:
+        return
+    leftover = stop_leftover_haproxy(Path(endpoint.haproxy_dir))
+    if leftover:
+        log.warning("stopped %d HAProxy process(es) that outlived Ray: %s", len(leftover), leftover)
+    shutil.rmtree(endpoint.haproxy_dir, ignore_errors=True)
 
 
 def _check_gate(cfg: RayloomConfig) -> None:

@@ -19,6 +19,7 @@ No `from __future__ import annotations` here: FastAPI reads the endpoint signatu
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,16 +50,27 @@ from rayloom.serve.limits import (
     error_body,
     resolve_max_tokens,
 )
-from rayloom.serve.prompt_tokens import count_chat_tokens, count_completion_tokens, load_serving_tokenizer
+from rayloom.serve.prompt_tokens import (
+    UnsupportedContent,
+    chat_size,
+    count_chat_tokens,
+    count_completion_tokens,
+    load_serving_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
                    "repetition_penalty", "length_penalty", "n", "logprobs", "top_logprobs", "prompt_logprobs",
-                   "min_tokens", "seed", "stop", "logit_bias", "max_tokens", "max_completion_tokens")
-# Above this many characters, token counting leaves the event loop for a worker thread.
+                   "min_tokens", "seed", "stop", "logit_bias", "max_tokens", "max_completion_tokens",
+                   "bad_words", "allowed_token_ids", "stop_token_ids", "logprob_token_ids")
+# Above this many characters (or messages), token counting leaves the event loop for a worker
+# thread, so one large request cannot stall the streams the replica is serving.
 _COUNT_IN_THREAD_CHARS = 20_000
+_COUNT_IN_THREAD_MESSAGES = 32
 _HEALTH_TIMEOUT_S = 60.0
+# Names of adapters loaded from serve.lora_dynamic_path: one folder under the prefix, no paths.
+_DYNAMIC_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -161,12 +173,24 @@ class RayloomIngress(OpenAiIngress):
         if chat:
             if not body.messages:
                 raise RequestRejected(400, "messages must not be empty", param="messages")
-            size = sum(len(str(m.get("content") or "")) for m in body.messages)
-            counts = [await self._count(size, _count_chat, body.messages)]
+            if len(body.messages) > self._limits.max_messages:
+                raise RequestRejected(400, f"at most {self._limits.max_messages} messages per request, got "
+                                           f"{len(body.messages)}", param="messages", code="too_many_items")
+            request = _ChatPrompt(body.messages, getattr(body, "tools", None), getattr(body, "documents", None))
+            size = _COUNT_IN_THREAD_CHARS + 1 if len(body.messages) > _COUNT_IN_THREAD_MESSAGES \
+                else chat_size(body.messages) + len(str(request.tools or "")) + len(str(request.documents or ""))
+            try:
+                counts = [await self._count(size, _count_chat, request)]
+            except UnsupportedContent as exc:
+                raise RequestRejected(400, str(exc), param="messages", code="unsupported_content") from None
             param = "messages"
         else:
             if getattr(body, "prompt_embeds", None) is not None:
                 raise RequestRejected(400, "prompt_embeds are not accepted by this endpoint", param="prompt_embeds")
+            if isinstance(body.prompt, list) and len(body.prompt) > self._limits.max_batch_prompts \
+                    and not all(isinstance(t, int) for t in body.prompt):
+                raise RequestRejected(400, f"at most {self._limits.max_batch_prompts} prompts per request, got "
+                                           f"{len(body.prompt)}", param="prompt")
             size = len(str(body.prompt))
             counts = await self._count(size, _count_completion, body.prompt)
             if not counts:
@@ -186,14 +210,22 @@ class RayloomIngress(OpenAiIngress):
         if not model:
             return  # the library defaults to the only served model
         base, _, adapter = model.partition(":")
-        known_adapter = adapter in self._settings.adapter_names or self._settings.dynamic_adapters
+        known_adapter = adapter in self._settings.adapter_names or (
+            self._settings.dynamic_adapters and bool(_DYNAMIC_ADAPTER_NAME.match(adapter)))
         if base not in self._model_cards or (adapter and not known_adapter):
             served = [self._settings.model_id] + [f"{self._settings.model_id}:{a}" for a in self._settings.adapter_names]
             raise RequestRejected(404, f"model {model!r} does not exist; served: {served}", code="model_not_found")
 
 
-def _count_chat(tokenizer, messages) -> int:
-    return count_chat_tokens(tokenizer, messages)
+@dataclass(frozen=True)
+class _ChatPrompt:
+    messages: Any
+    tools: Any = None
+    documents: Any = None
+
+
+def _count_chat(tokenizer, request: _ChatPrompt) -> int:
+    return count_chat_tokens(tokenizer, request.messages, tools=request.tools, documents=request.documents)
 
 
 def _count_completion(tokenizer, prompt) -> list[int]:
@@ -209,7 +241,12 @@ def _rejection_response(exc: RequestRejected) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-_ENDPOINTS = {**DEFAULT_ENDPOINTS, "health": lambda app: app.get("/health")}
+# The library's routes that go through rayloom's admission checks, plus /health. Its other routes
+# (/tokenize, /detokenize, /v1/embeddings, /v1/score, /v1/audio/transcriptions) are not mounted:
+# they would bypass the model-name and prompt-token limits, and a generative endpoint has no use
+# for them. Unmounted, they answer 404 like any unknown path (after auth).
+SERVED_ROUTES = ("models", "model_data", "chat", "completions")
+_ENDPOINTS = {**{name: DEFAULT_ENDPOINTS[name] for name in SERVED_ROUTES}, "health": lambda app: app.get("/health")}
 
 
 def _build_ingress_app(auth: AuthSettings, max_body_bytes: int) -> FastAPI:

@@ -28,6 +28,9 @@ class RequestLimits:
     max_n: int = 4
     max_logprobs: int = 20
     max_stop_sequences: int = 8
+    max_stop_chars: int = 256
+    max_list_items: int = 256
+    max_messages: int = 256
     max_batch_prompts: int = 16
 
     @classmethod
@@ -36,7 +39,8 @@ class RequestLimits:
                    max_tokens_limit=serve.max_tokens_limit, default_max_tokens=serve.default_max_tokens,
                    max_model_len=max_model_len or serve.max_model_len, max_n=serve.max_n,
                    max_logprobs=serve.max_logprobs, max_stop_sequences=serve.max_stop_sequences,
-                   max_batch_prompts=serve.max_batch_prompts)
+                   max_stop_chars=serve.max_stop_chars, max_list_items=serve.max_list_items,
+                   max_messages=serve.max_messages, max_batch_prompts=serve.max_batch_prompts)
 
 
 class RequestRejected(Exception):
@@ -60,6 +64,10 @@ def error_body(message: str, *, type: str = "invalid_request_error", param: str 
                code: str | None = None) -> dict:
     """The error JSON the OpenAI API returns (and its clients parse)."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+# Request fields that are lists (or maps) of tokens or strings; each has at most max_list_items entries.
+LIST_FIELDS = ("bad_words", "allowed_token_ids", "stop_token_ids", "logit_bias", "logprob_token_ids")
 
 
 def _bad(param: str, message: str, code: str = "invalid_value") -> RequestRejected:
@@ -117,11 +125,25 @@ def check_sampling(params: Mapping[str, Any], limits: RequestLimits) -> None:
     stop = params.get("stop")
     if isinstance(stop, list) and len(stop) > limits.max_stop_sequences:
         raise _bad("stop", f"at most {limits.max_stop_sequences} stop sequences, got {len(stop)}")
+    _check_strings(params, "stop", limits.max_stop_chars)
+    _check_strings(params, "bad_words", limits.max_stop_chars)
+    # Every list-valued field is bounded: vLLM builds per-token structures from each of them.
+    for name in LIST_FIELDS:
+        value = params.get(name)
+        if value is not None and hasattr(value, "__len__") and len(value) > limits.max_list_items:
+            raise _bad(name, f"at most {limits.max_list_items} entries, got {len(value)}", "too_many_items")
     logit_bias = params.get("logit_bias") or {}
     for token, bias in logit_bias.items():
         if isinstance(bias, bool) or not isinstance(bias, int | float) or not math.isfinite(bias) \
                 or not -100 <= bias <= 100:
             raise _bad("logit_bias", f"bias for token {token} must be a number in [-100, 100], got {bias!r}")
+
+
+def _check_strings(params: Mapping[str, Any], name: str, max_chars: int) -> None:
+    value = params.get(name)
+    for item in [value] if isinstance(value, str) else (value or []):
+        if isinstance(item, str) and len(item) > max_chars:
+            raise _bad(name, f"each entry must have at most {max_chars} characters, got {len(item)}")
 
 
 def resolve_max_tokens(params: Mapping[str, Any], limits: RequestLimits) -> int:

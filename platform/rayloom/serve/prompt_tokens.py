@@ -8,6 +8,7 @@ template (as vLLM renders them), completion prompts are encoded as vLLM encodes 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -38,30 +39,65 @@ def load_serving_tokenizer(source: str, cache_dir: str | Path):
     return AutoTokenizer.from_pretrained(source)
 
 
+class UnsupportedContent(ValueError):
+    """A content part this text-only endpoint does not take (images, audio, files)."""
+
+
 def _text_of(content: Any) -> str:
-    """Text of a message's content: a string, or the text parts of a list of content parts."""
+    """Text of a message's content: a string, or a list of text parts (anything else is refused).
+
+    Non-text parts are refused rather than skipped: skipped, they would not count against
+    max_prompt_tokens, and vLLM would fetch image/audio URLs server-side.
+    """
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     parts = []
-    for part in content if isinstance(content, Iterable) else []:
-        if isinstance(part, dict) and part.get("type") == "text":
-            parts.append(str(part.get("text", "")))
+    for part in content if isinstance(content, Iterable) else [content]:
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        if kind != "text":
+            raise UnsupportedContent(f"content parts of type {kind!r} are not accepted (text only)")
+        parts.append(str(part.get("text", "")))
     return "\n".join(parts)
 
 
-def count_chat_tokens(tokenizer, messages: Sequence[Any]) -> int:
-    plain = [{"role": str(m.get("role", "user")), "content": _text_of(m.get("content"))}
-             for m in (dict(m) for m in messages)]
+def _extras(message: dict, skip: Iterable[str] = ("role", "content")) -> str:
+    """Every other field of a message (tool_calls, name, tool_call_id, ...) as the JSON the engine sees."""
+    extra = {k: v for k, v in message.items() if k not in skip and v is not None}
+    return json.dumps(extra, default=str) if extra else ""
+
+
+def count_chat_tokens(tokenizer, messages: Sequence[Any], *, tools: Any = None, documents: Any = None) -> int:
+    """Prompt tokens of a chat request: the chat template over roles and text, plus the JSON of
+    tools, documents and non-content message fields (a template may render them or not; counting
+    them always keeps max_prompt_tokens an upper bound a client cannot get around)."""
+    dicts = [dict(m) for m in messages]
+    plain = [{"role": str(m.get("role", "user")), "content": _text_of(m.get("content"))} for m in dicts]
+    extra_text = "".join(_extras(m) for m in dicts)
+    for value in (tools, documents):
+        if value:
+            extra_text += json.dumps([_plain(v) for v in value], default=str)
+    extra = len(tokenizer.encode(extra_text, add_special_tokens=False)) if extra_text else 0
     try:
         ids = tokenizer.apply_chat_template(plain, tokenize=True, add_generation_prompt=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):  # BatchEncoding in newer transformers
             ids = ids["input_ids"]
-        return len(ids)
+        return len(ids) + extra
     except Exception as exc:  # a template that rejects these roles: the engine will say why
         log.debug("chat template failed (%s); counting message contents only", exc)
-        return sum(len(tokenizer.encode(m["content"], add_special_tokens=False)) for m in plain)
+        return extra + sum(len(tokenizer.encode(m["role"] + m["content"], add_special_tokens=False)) for m in plain)
+
+
+def _plain(value: Any) -> Any:
+    """A pydantic model (a tool definition) as the dict vLLM renders; anything else unchanged."""
+    dump = getattr(value, "model_dump", None)
+    return dump(exclude_none=True) if callable(dump) else value
+
+
+def chat_size(messages: Sequence[Any]) -> int:
+    """Characters of a chat request's messages (every field), to decide where to count them."""
+    return sum(len(str(dict(m))) for m in messages)
 
 
 def count_completion_tokens(tokenizer, prompt: Any) -> list[int]:

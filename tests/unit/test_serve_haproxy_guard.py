@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -116,8 +117,9 @@ def test_stop_leftover_haproxy_stops_only_processes_with_a_config_in_the_dir(tmp
     mine = tmp_path / "mine"
     mine.mkdir()
     # Processes whose command line names a config file, as haproxy's does ("-f <path>").
-    ours = subprocess.Popen(["sh", "-c", "sleep 300", "-f", f"{mine}/haproxy.cfg"])
-    other = subprocess.Popen(["sh", "-c", "sleep 300", "-f", f"{tmp_path}/elsewhere.cfg"])
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+    ours = subprocess.Popen([*sleeper, "-f", f"{mine}/haproxy.cfg"])
+    other = subprocess.Popen([*sleeper, "-f", f"{tmp_path}/elsewhere.cfg"])
     try:
         assert haproxy_guard.stop_leftover_haproxy(mine, timeout_s=10) == [ours.pid]
         assert ours.wait(timeout=10) is not None

@@ -2,8 +2,8 @@
 complete checkpoint (losing at most one checkpoint interval), an incomplete checkpoint is never
 loaded, and a rerun with the same run name continues from where the run stopped.
 
-The failure is injected at a fixed point of the run: from `train(on_report=...)`, when the report
-of the second checkpoint arrives (so the first is complete: every rank passed its marker barrier)."""
+The failure is injected at a fixed point of the run, not by a thread racing it: from
+`train(on_report=...)`, when the report of the second checkpoint reaches the driver."""
 
 from __future__ import annotations
 
@@ -50,13 +50,15 @@ def test_killed_worker_resumes_and_incomplete_checkpoint_is_never_loaded(ray_loc
                    on_report=kill_a_worker_at_the_second_checkpoint)
 
     assert killed["step"] == 2 * EVERY
-    # Ray Train restarted the workers once, from a complete checkpoint no older than the first
-    # (the second's marker may or may not have been written); at most one interval was repeated.
+    # Ray Train restarted the workers once, from the newest complete checkpoint. Which one that is
+    # depends on how far the workers had got when the driver saw the report (they run ahead of it),
+    # but the first is complete by then: the second's report comes after its marker barrier.
     assert result.num_failures == 1
-    assert len(result.resumes) == 1 and result.resumes[0]["from_step"] in (EVERY, 2 * EVERY)
+    assert len(result.resumes) == 1
+    resumed_from = result.resumes[0]["from_step"]
+    assert resumed_from >= EVERY and resumed_from % EVERY == 0
     # (A report in flight when the worker died may be lost; the steps after the restart are all there.)
     steps = [h["step"] for h in result.history]
-    resumed_from = result.resumes[0]["from_step"]
     assert set(range(resumed_from + 1, 31)) <= set(steps) and steps[-1] == 30 and result.step == 30
     repeated = len(steps) - len(set(steps))  # steps trained a second time after the restart
     assert repeated <= EVERY

@@ -125,6 +125,7 @@ def _train_steps(cfg, model_dir: str, steps: int, attach: bool) -> dict:
     ds_config = build_deepspeed_config(cfg.train, cfg.deepspeed, geometry, use_gpu=False)
     objective = build_objective(cfg)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.0), config=ds_config)
+    engine.train()  # from_pretrained returns eval mode; checkpointing only runs in training mode
     if attach and objective.attach is not None:
         objective.attach(engine, ds_config)
     batch = random_batch(objective.columns, cfg.train.micro_batch_size, cfg.data.seq_len,

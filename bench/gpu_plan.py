@@ -100,6 +100,7 @@ def variant_main(spec: dict) -> None:
     if objective.attach is not None and cfg.objective.reference == "copy":
         raise SystemExit("gpu_plan: a reference copy loads the model from model.path; use the lora variant")
     engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.0), config=ds_config)
+    engine.train()  # from_pretrained returns eval mode; checkpointing only runs in training mode
     batch = {k: v.to(spec["device"]) for k, v in random_batch(objective.columns, geometry.micro_batch_size,
                                                          cfg.data.seq_len, engine.module.config.vocab_size).items()}
     if cuda:

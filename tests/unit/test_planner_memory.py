@@ -150,3 +150,27 @@ def test_rollout_kv_cache_and_peak_phases():
     step = sum(t.device for t in b.terms if t.phase == "step")
     assert b.device_peak == persistent + max(fwd, step)
     assert b.total_peak == b.device_peak + b.host_peak
+
+
+def test_gradients_live_past_the_activation_peak_only_with_accumulation():
+    one = estimate(TINY, BASE)
+    assert one.get("gradients").phase == "step"
+    accumulating = estimate(TINY, dataclasses.replace(BASE, grad_accum=4))
+    assert accumulating.get("gradients").phase == "persistent"
+    # ZeRO-3 zero-fills its gradient partition buffer at initialisation.
+    assert estimate(TINY, dataclasses.replace(BASE, zero_stage=3)).get("gradients").phase == "persistent"
+
+
+def test_zero1_keeps_its_gradient_partition_and_offload_keeps_gradients_whole():
+    assert _term(estimate(TINY, dataclasses.replace(BASE, zero_stage=1)), "gradients") == 4 * TINY_PARAMS / 2
+    offload = estimate(TINY, dataclasses.replace(BASE, offload_optimizer="cpu"))
+    assert _term(offload, "gradients") == 4 * TINY_PARAMS
+    assert offload.get("fp32 gradient partition").host == 4 * TINY_PARAMS / 2
+
+
+def test_zero3_reduce_scatter_staging_and_bucket_phase_by_device():
+    cpu = estimate(TINY, dataclasses.replace(BASE, zero_stage=3))
+    assert _term(cpu, "zero3 reduce-scatter staging") == 4 * TINY_PARAMS * 1.5
+    assert cpu.get("reduce buckets").phase == "step"  # CPU RSS: pages touched late in backward
+    gpu = estimate(TINY, dataclasses.replace(BASE, zero_stage=3, use_gpu=True))
+    assert gpu.get("reduce buckets").phase == "fwd_bwd"  # GPU allocator: all of it at backward start

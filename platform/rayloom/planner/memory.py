@@ -246,7 +246,6 @@ def estimate(shape: ModelShape, setup: Setup) -> Breakdown:
     n_quant = _quantized_params(shape, setup)
     out.num_params, out.num_trainable = n_all + (n_train if setup.peft_method != "none" else 0), n_train
     shard = dp if stage >= 1 else 1           # optimizer state (and master) partitioning
-    grad_shard = dp if stage >= 2 else 1
     param_shard = dp if stage == 3 else 1
     states_on_host = setup.offload_optimizer != "none"
     params_on_host = setup.offload_param != "none"
@@ -276,13 +275,22 @@ def estimate(shape: ModelShape, setup: Setup) -> Breakdown:
         if shape.hidden_size < setup.stage3_param_persistence_threshold:
             out.add("zero3 persistent small parameters", w * small, formula="norm weights under the threshold")
 
-    # Gradients of trainable parameters in working precision (ZeRO-2/3: this rank's partition).
-    out.add("gradients", w * n_train / grad_shard,
-            formula=f"{w} B x {n_train:,}" + (f" / dp {dp}" if grad_shard > 1 else ""))
+    # Gradients are written during backward, after the activation peak at its start: with one
+    # micro-batch per step (grads set to None after each step) they belong to the late-backward/step
+    # phase; with accumulation they live across the next micro-batch's forward. ZeRO-3 keeps a
+    # zero-filled gradient partition buffer from initialisation on. DeepSpeed 0.19 reduces ZeRO-1
+    # gradients through the same bucketed path as ZeRO-2 (measured equal on CPU): this rank keeps its
+    # partition. With optimizer offload under ZeRO-1/2 the working gradients stay whole until they
+    # are copied to the host partition (measured).
+    grads_live = "persistent" if (setup.grad_accum > 1 or stage == 3) else "step"
+    whole_grads = stage == 0 or (states_on_host and stage in (1, 2))
+    grad_div = 1 if whole_grads else dp if stage >= 1 else 1
+    out.add("gradients", w * n_train / grad_div, phase=grads_live,
+            formula=f"{w} B x {n_train:,}" + (f" / dp {dp}" if grad_div > 1 else ""))
     if stage == 0:
         if w < 4:
             out.add("fp32 master weights", 4 * n_train, formula="4 B x trainable (BF16_Optimizer)")
-            out.add("fp32 gradient accumulator", 4 * n_train, formula="4 B x trainable")
+            out.add("fp32 gradient accumulator", 4 * n_train, phase=grads_live, formula="4 B x trainable")
         out.add("optimizer states (Adam m, v)", 8 * n_train, phase="persistent", formula="8 B x trainable")
     else:
         out.add("fp32 master partition", 4 * n_train / shard, on_host=states_on_host,
@@ -294,13 +302,22 @@ def estimate(shape: ModelShape, setup: Setup) -> Breakdown:
         out.add("fp32 gradient partition", 4 * n_train / shard, on_host=states_on_host,
                 phase="persistent" if states_on_host else "step", formula=f"4 B x {n_train:,} / dp {dp}")
         if setup.contiguous_gradients or states_on_host:
-            # DeepSpeed allocates reduce_bucket_size elements (x2 with overlap_comm); a CPU process's
-            # RSS only shows the pages gradients are written to, at most the trainable count.
+            # DeepSpeed allocates reduce_bucket_size elements (x2 with overlap_comm) at the start of
+            # backward: a GPU allocator counts all of it at the activation peak. A CPU process's RSS
+            # only shows the pages gradients are written to (at most the trainable count), late in
+            # backward.
             elements = setup.reduce_bucket_size if setup.use_gpu else min(setup.reduce_bucket_size, n_train)
             bucket_bytes = 4 if stage == 1 else w  # ZeRO-1 stages an fp32 accumulator
             copies = 2 if setup.overlap_comm else 1
-            out.add("reduce buckets", bucket_bytes * elements * copies, phase="fwd_bwd",
+            bucket_phase = "fwd_bwd" if setup.use_gpu else "step"
+            out.add("reduce buckets", bucket_bytes * elements * copies, phase=bucket_phase,
                     formula=f"{bucket_bytes} B x {elements:,} x {copies}")
+            if stage == 3:
+                # reduce_scatter_coalesced concatenates the padded bucket (a full copy) and writes
+                # this rank's reduced partition.
+                flushed = min(setup.reduce_bucket_size, n_train)
+                out.add("zero3 reduce-scatter staging", w * flushed * (1 + 1 / dp), phase=bucket_phase,
+                        formula=f"{w} B x {flushed:,} x (1 + 1/dp)")
     if not setup.use_gpu and not states_on_host:
         # rayloom runs torch's AdamW on CPU (foreach): its step allocates sqrt(v) for every tensor.
         out.add("AdamW step temporaries (torch foreach)", 4 * n_train / shard, phase="step",

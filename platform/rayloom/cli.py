@@ -21,6 +21,8 @@ from rayloom.doctor import run_doctor
 from rayloom.entry import JOBS
 from rayloom.errors import UserError
 from rayloom.log_setup import configure_logging
+from rayloom.serve.admin import VERBS as SERVE_VERBS
+from rayloom.serve.admin import add_serve_admin_command
 from rayloom.serve.chat import add_chat_command
 from rayloom.train.export import add_export_command
 
@@ -31,6 +33,7 @@ TOOLS = {
     "jobs": add_jobs_command,
     "cluster": add_cluster_command,
     "export": add_export_command,
+    "serve-admin": add_serve_admin_command,
 }
 
 EPILOG = """examples:
@@ -38,6 +41,8 @@ EPILOG = """examples:
   rayloom run                                       the end-to-end demo on the embedded Ray
   rayloom train deepspeed=zero3_offload peft=lora   override any group or key, Hydra style
   rayloom doctor                                    what this machine has and whether it works
+  rayloom serve status cluster.address=auto         a running endpoint's versions and replicas
+                                                    (also: publish, unpublish, promote, rollback)
 """
 
 
@@ -71,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"] and argv[1:2] and argv[1] in SERVE_VERBS:
+        argv = ["serve-admin", *argv[1:]]  # `rayloom serve status ...`; `rayloom serve k=v ...` deploys
+    args = build_parser().parse_args(argv)
     command = args.command
     try:
         if command in TOOLS:  # job commands set up logging once their config composed; config/doctor only print

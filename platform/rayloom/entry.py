@@ -40,7 +40,9 @@ JOBS: dict[str, Job] = {
     "train": Job("train with Ray Train + DeepSpeed ZeRO (pre-training, SFT, LoRA, alignment)", run_train_job),
     "tune": Job("sweep hyperparameters with Ray Tune over real training runs", run_tune_job),
     "eval": Job("evaluate a checkpoint or endpoint: metrics, safety probes, report, deploy gate", run_eval_job),
-    "serve": Job("serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint", run_serve_job),
+    "serve": Job("serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint (a rollout when the app "
+                 "runs already; operate it with `rayloom serve status|publish|unpublish|promote|rollback`)",
+                 run_serve_job),
 }
 
 

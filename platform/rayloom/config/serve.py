@@ -97,6 +97,14 @@ class ServeConfig:
     # Per replica: requests in flight, then queued at each caller; beyond that, a fast 503.
     max_ongoing_requests: int = 32
     max_queued_requests: int = 64
+    # Rollouts (a `rayloom serve` of a new model or config onto a running app, promote, rollback):
+    # Serve replaces rollout_step_percent of the replicas at a time and may start
+    # rollout_max_surge_percent extra replicas, so with surge > 0 the new replicas pass their
+    # health check before old ones stop. Stopping replicas finish their in-flight requests
+    # (streams included) for up to drain_timeout_s.
+    rollout_max_surge_percent: int = 100
+    rollout_step_percent: int = 100
+    drain_timeout_s: float = 60.0
     # LoRA multiplexing: named adapters served as "<model id>:<name>" on the base model ...
     lora_adapters: list[LoraAdapterConfig] = field(default_factory=list)
     # ... and/or an s3:// prefix whose sub-folders are adapters, loaded on first use (Ray Serve
@@ -172,6 +180,11 @@ class ServeConfig:
         positive(self.max_ongoing_requests, "serve.max_ongoing_requests")
         # Serve reads -1 as "unbounded"; rayloom always bounds the queue.
         non_negative(self.max_queued_requests, "serve.max_queued_requests")
+        require(0 <= self.rollout_max_surge_percent <= 100, "serve.rollout_max_surge_percent", "must be in [0, 100]",
+                self.rollout_max_surge_percent)
+        require(1 <= self.rollout_step_percent <= 100, "serve.rollout_step_percent", "must be in [1, 100]",
+                self.rollout_step_percent)
+        positive(self.drain_timeout_s, "serve.drain_timeout_s")
         names = [adapter.name for adapter in self.lora_adapters]
         for adapter in self.lora_adapters:
             require(bool(_ADAPTER_NAME.match(adapter.name)), "serve.lora_adapters[].name",

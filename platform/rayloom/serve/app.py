@@ -19,13 +19,12 @@ import functools
 import logging
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from rayloom.config import RayloomConfig, ServeConfig, to_typed
+from rayloom.config import RayloomConfig, ServeConfig
 from rayloom.errors import UserError
 from rayloom.serve.auth import AuthSettings, resolve_auth
 from rayloom.serve.cpu_placement import ENGINE_CORE_PLACEMENT_KEY
 from rayloom.serve.deployment_plan import ServePlan, plan_serving
+from rayloom.serve.release import config_from_args, release_version
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,13 @@ def build_engine_kwargs(serve: ServeConfig, plan: ServePlan) -> dict[str, Any]:
 
 def build_deployment_config(serve: ServeConfig) -> dict[str, Any]:
     config: dict[str, Any] = {
+        # Rollouts (rayloom.serve.release): explicit, not Serve's defaults (20% at a time, no surge,
+        # i.e. old replicas stop before their replacements start). Ray 2.60 removed the deployment
+        # `version` option: every deploy is a new Serve version and rolls this way, an identical
+        # redeploy included; rayloom's own release version labels the model card and the record.
+        "max_surge_percent": serve.rollout_max_surge_percent,
+        "rolling_update_percentage": serve.rollout_step_percent / 100,
+        "graceful_shutdown_timeout_s": serve.drain_timeout_s,
         "max_ongoing_requests": serve.max_ongoing_requests,
         "max_queued_requests": serve.max_queued_requests,
         # Overload answers 503 + Retry-After where Serve detects it: with the colocated endpoint
@@ -169,6 +175,7 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     serve = cfg.serve
     plan = plan or plan_serving(cfg)
     auth = auth or resolve_auth(serve.require_api_key, serve.api_key_env, serve.api_key_file)
+    version = release_version(cfg, plan, auth)
     llm_config = build_llm_config(serve, plan)
     bind_kwargs = {}
     if serve.uses_lora:
@@ -180,10 +187,11 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     settings = IngressSettings(
         model_id=plan.model_id, tokenizer_source=plan.tokenizer_source, cache_dir=plan.cache_dir,
         limits=plan.limits, auth=auth, adapter_names=tuple(plan.adapters),
-        dynamic_adapters=bool(serve.lora_dynamic_path))
+        dynamic_adapters=bool(serve.lora_dynamic_path), dynamic_path=serve.lora_dynamic_path)
     # GET /v1/models/<id> -> metadata.rayloom_lineage: the served model's chain back to its data.
     model_cards = {plan.model_id: to_model_metadata(plan.model_id, llm_config,
-                                                    overrides={"rayloom_lineage": plan.lineage})}
+                                                    overrides={"rayloom_lineage": plan.lineage,
+                                                               "rayloom_version": version})}
     if serve.colocate_ingress:
         return _build_colocated_app(llm_config, model_cards, settings, bind_kwargs)
     try:
@@ -196,6 +204,9 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     if replica_env_vars(serve):
         options["ray_actor_options"]["runtime_env"] = {"env_vars": replica_env_vars(serve)}
     options["name"] = "OpenAiIngress"
+    rollout = build_deployment_config(serve)
+    options.update({key: rollout[key] for key in ("max_surge_percent", "rolling_update_percentage",
+                                                   "graceful_shutdown_timeout_s")})
     return ray_serve.deployment(build_ingress_class(settings), **options).bind(
         llm_deployments={plan.model_id: server}, model_cards=model_cards, settings=settings)
 
@@ -232,19 +243,6 @@ def app_builder(args: dict[str, Any]):
     auth = AuthSettings(require_api_key=cfg.serve.require_api_key, api_key_env=cfg.serve.api_key_env,
                         api_key_file=cfg.serve.api_key_file)
     return build_app(cfg, auth=auth, plan=plan_serving(cfg, resolve_locally=False))
-
-
-def config_from_args(args: dict[str, Any]) -> RayloomConfig:
-    """A typed, validated RayloomConfig from a Serve config's `args` (serve and model groups)."""
-    unknown = set(args) - {"serve", "model"}
-    if unknown:
-        raise UserError(f"serve config args: unknown keys {sorted(unknown)} (expected serve, model)")
-    base = OmegaConf.structured(RayloomConfig)
-    try:
-        merged = OmegaConf.merge(base, {k: v for k, v in args.items() if v is not None})
-    except Exception as exc:
-        raise UserError(f"serve config args: {_first_line(exc)}") from None
-    return to_typed(merged)
 
 
 def _first_line(exc: BaseException) -> str:

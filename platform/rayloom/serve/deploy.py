@@ -39,6 +39,7 @@ from rayloom.serve.haproxy_guard import (
     stop_leftover_haproxy,
     write_launcher,
 )
+from rayloom.serve.release import record_release, release_version
 from rayloom.serve.serve_config import write_serve_config
 from rayloom.waiting import wait_until
 
@@ -55,6 +56,8 @@ class Endpoint:
     adapters: tuple[str, ...] = ()
     # The private directory of the HAProxy this deploy started (embedded Ray), "" otherwise.
     haproxy_dir: str = ""
+    # The Serve deployment version deployed (rayloom.serve.release.release_version).
+    version: str = ""
 
     @property
     def model_ids(self) -> list[str]:
@@ -96,7 +99,8 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     _wait_until_running(serve.app_name, serve.ready_timeout_s)
     log.info("%s is running after %.0fs", serve.app_name, time.monotonic() - start)
     return Endpoint(base_url=endpoint_url(serve), model_id=plan.model_id, app_name=serve.app_name,
-                    adapters=tuple(plan.adapters), haproxy_dir=haproxy_dir)
+                    adapters=tuple(plan.adapters), haproxy_dir=haproxy_dir,
+                    version=release_version(cfg, plan, auth))
 
 
 def _serve_running() -> bool:
@@ -208,6 +212,7 @@ def run_serve_job(cfg: RayloomConfig) -> Endpoint:
             with ray_session(cfg.cluster, cfg.storage):
                 plan = plan_serving(cfg)
                 endpoint = deploy(cfg, auth=auth, plan=plan)
+                record_release(cfg, plan, endpoint.version, action="deploy")
                 _announce(cfg, endpoint, plan)
                 if serve.blocking:
                     _block_until_interrupted(serve, owns_ray=owns_ray)
@@ -217,11 +222,17 @@ def run_serve_job(cfg: RayloomConfig) -> Endpoint:
     return endpoint
 
 
+def announce(cfg: RayloomConfig, endpoint: Endpoint, plan: ServePlan) -> None:
+    """Prove the endpoint generates (GET /health) and print where it is, what it serves, how to call it."""
+    _announce(cfg, endpoint, plan)
+
+
 def _announce(cfg: RayloomConfig, endpoint: Endpoint, plan: ServePlan) -> None:
     serve = cfg.serve
     keys = read_api_keys(serve.api_key_env, serve.api_key_file)
     health = check_health(endpoint.base_url, keys[0] if keys else None)
-    print(f"endpoint: {endpoint.base_url}  models: {', '.join(endpoint.model_ids)}", flush=True)
+    print(f"endpoint: {endpoint.base_url}  models: {', '.join(endpoint.model_ids)}  version: {endpoint.version}",
+          flush=True)
     if plan.lineage:
         print("  lineage (GET /v1/models/<id> -> metadata.rayloom_lineage):\n    "
               + "\n    <- ".join(describe(plan.lineage)), flush=True)

@@ -40,6 +40,7 @@ from rayloom.serve._ray_llm_compat import (
     ModelList,
     init_ingress_app,
 )
+from rayloom.serve.adapter_store import PublishedCache
 from rayloom.serve.auth import AuthSettings
 from rayloom.serve.guard import RequestGuard
 from rayloom.serve.limits import (
@@ -83,8 +84,10 @@ class IngressSettings:
     limits: RequestLimits
     auth: AuthSettings
     adapter_names: tuple[str, ...] = ()
-    # Names under serve.lora_dynamic_path are not known in advance; let them through to the loader.
+    # Names under serve.lora_dynamic_path are not known in advance; let them through to the loader
+    # when they are published there (rayloom.serve.adapter_store).
     dynamic_adapters: bool = False
+    dynamic_path: str = ""
 
 
 class RayloomIngress(OpenAiIngress):
@@ -95,6 +98,7 @@ class RayloomIngress(OpenAiIngress):
         self._settings = settings
         self._limits = settings.limits
         self._tokenizer = load_serving_tokenizer(settings.tokenizer_source, settings.cache_dir)
+        self._published = PublishedCache(settings.dynamic_path) if settings.dynamic_path else None
 
     # -- OpenAI routes ------------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class RayloomIngress(OpenAiIngress):
 
     async def _admit(self, body: Any, *, chat: bool) -> None:
         """Check a request against this endpoint's limits; fill in a bounded max_tokens."""
-        self._check_model_name(body.model)
+        await self._check_model_name(body.model)
         params = {name: getattr(body, name, None) for name in _SAMPLING_FIELDS}
         check_sampling(params, self._limits)
         max_tokens = resolve_max_tokens(params, self._limits)
@@ -206,12 +210,14 @@ class RayloomIngress(OpenAiIngress):
             return await asyncio.to_thread(counter, self._tokenizer, value)
         return counter(self._tokenizer, value)
 
-    def _check_model_name(self, model: str | None) -> None:
+    async def _check_model_name(self, model: str | None) -> None:
         if not model:
             return  # the library defaults to the only served model
         base, _, adapter = model.partition(":")
-        known_adapter = adapter in self._settings.adapter_names or (
-            self._settings.dynamic_adapters and bool(_DYNAMIC_ADAPTER_NAME.match(adapter)))
+        known_adapter = adapter in self._settings.adapter_names
+        if adapter and not known_adapter and self._settings.dynamic_adapters and _DYNAMIC_ADAPTER_NAME.match(adapter):
+            # Published to (and not since removed from) serve.lora_dynamic_path: a storage lookup, off the loop.
+            known_adapter = self._published is None or await asyncio.to_thread(self._published.is_published, adapter)
         if base not in self._model_cards or (adapter and not known_adapter):
             served = [self._settings.model_id] + [f"{self._settings.model_id}:{a}" for a in self._settings.adapter_names]
             raise RequestRejected(404, f"model {model!r} does not exist; served: {served}", code="model_not_found")

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench bench-check clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -24,6 +24,10 @@ lint: setup
 
 bench: setup
 	$(PY) bench/run.py $(ARGS)
+
+# Short re-run of each benchmark, each ratio printed beside the recorded one; writes nothing.
+bench-check: setup
+	$(PY) bench/run.py --check $(ARGS)
 
 clean:
 	rm -rf runs outputs .pytest_cache

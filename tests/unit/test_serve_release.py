@@ -90,3 +90,14 @@ def test_serve_verbs_route_to_serve_admin_and_overrides_still_deploy(capsys):
     assert main(["serve", "status"]) == 2
     assert "cluster.address" in capsys.readouterr().err
     assert main(["serve", "rollback", "serve.app_name=x"]) == 2
+
+
+def test_promote_refuses_a_model_without_a_passing_evaluation_before_touching_ray(tmp_path):
+    from rayloom.eval import GateFailed
+    from rayloom.serve.admin import promote
+
+    cluster = ["model=tiny-2l", f"storage.root={tmp_path}", "cluster.address=ray://127.0.0.1:1"]
+    with pytest.raises(UserError, match="sets no thresholds"):
+        promote(compose("serve", cluster))
+    with pytest.raises(GateFailed, match="no evaluation"):
+        promote(compose("serve", [*cluster, "+eval.gate.min={demo_add/exact_match:0.8}"]))

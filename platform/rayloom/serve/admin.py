@@ -105,6 +105,9 @@ def rollout(cfg: RayloomConfig, *, action: str) -> Endpoint:
 def promote(cfg: RayloomConfig) -> Endpoint:
     """Refuse unless the model's latest evaluation passes eval.gate (GateFailed), then roll it out."""
     _need_cluster(cfg, "promote")
+    if not (cfg.eval.gate.min or cfg.eval.gate.max):
+        raise UserError("`rayloom serve promote` promotes only through the deploy gate, and eval.gate sets no "
+                        "thresholds: use eval=gated or add '+eval.gate.min={<task>/<metric>:<value>}'")
     check_deploy_gate(cfg)
     return rollout(cfg, action="promote")
 

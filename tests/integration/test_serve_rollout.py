@@ -112,6 +112,7 @@ def test_rollout_publish_and_rollback_under_load_fail_no_request(work):
         wait_until(gone, 30, interval_s=0.5, message="the unpublished adapter to be refused")
         history = [r["action"] for r in release.read_releases(cfg_b)]
         assert history == ["deploy", "deploy", "rollback"]
+        _check_operator_metrics_are_exported()
     finally:
         if load is not None:
             load.stop()
@@ -122,3 +123,25 @@ def test_rollout_publish_and_rollback_under_load_fail_no_request(work):
         finally:
             if started:
                 ray.shutdown()
+
+
+# What cluster/grafana/rayloom-serving.json charts, as this node's Ray metrics port exports it.
+DASHBOARD_METRICS = ("ray_serve_num_http_requests_total", "ray_serve_http_request_latency_ms_bucket",
+                     "ray_vllm_time_to_first_token_seconds_bucket", "ray_vllm_generation_tokens_total",
+                     "ray_vllm_num_requests_running", "ray_rayloom_serve_requests_total",
+                     "ray_rayloom_serve_request_latency_s_bucket", "ray_rayloom_serve_generated_tokens_total")
+
+
+def _check_operator_metrics_are_exported() -> None:
+    import ray
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    seen: dict[str, str] = {}
+
+    def exported() -> bool:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        seen["text"] = text
+        return all(name in text for name in DASHBOARD_METRICS) and 'adapter="sql"' in text
+
+    wait_until(exported, 120, interval_s=2, message=lambda: "metrics " + str(
+        [n for n in DASHBOARD_METRICS if n not in seen.get("text", "")]) + " and an adapter-tagged series")

@@ -51,6 +51,7 @@ from rayloom.serve.limits import (
     error_body,
     resolve_max_tokens,
 )
+from rayloom.serve.metrics import RequestMetrics
 from rayloom.serve.prompt_tokens import (
     UnsupportedContent,
     chat_size,
@@ -99,26 +100,31 @@ class RayloomIngress(OpenAiIngress):
         self._limits = settings.limits
         self._tokenizer = load_serving_tokenizer(settings.tokenizer_source, settings.cache_dir)
         self._published = PublishedCache(settings.dynamic_path) if settings.dynamic_path else None
+        self._metrics = RequestMetrics()
 
     # -- OpenAI routes ------------------------------------------------------------------------
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
-        try:
-            await self._admit(body, chat=True)
-            return await super().chat(body, request)
-        except RequestRejected as exc:
-            return _rejection_response(exc)
-        except BackPressureError:
-            return _rejection_response(_overloaded())
+        return await self._serve(body, request, chat=True)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        return await self._serve(body, request, chat=False)
+
+    async def _serve(self, body: Any, request: Request, *, chat: bool) -> Response:
+        """Admit, answer through the library, and record the request's metrics (rayloom.serve.metrics)."""
+        started = time.perf_counter()
+        admitted, prompt_tokens = False, 0
         try:
-            await self._admit(body, chat=False)
-            return await super().completions(body, request)
+            prompt_tokens = await self._admit(body, chat=chat)
+            admitted = True
+            response = await (super().chat(body, request) if chat else super().completions(body, request))
         except RequestRejected as exc:
-            return _rejection_response(exc)
+            response = _rejection_response(exc)
         except BackPressureError:
-            return _rejection_response(_overloaded())
+            response = _rejection_response(_overloaded())
+        return self._metrics.observe(response, model=body.model or self._settings.model_id,
+                                     route="chat" if chat else "completions", started=started,
+                                     admitted=admitted and response.status_code < 400, prompt_tokens=prompt_tokens)
 
     async def model(self, model_id: str):
         base, _, adapter = model_id.partition(":")
@@ -166,8 +172,8 @@ class RayloomIngress(OpenAiIngress):
 
     # -- admission ----------------------------------------------------------------------------
 
-    async def _admit(self, body: Any, *, chat: bool) -> None:
-        """Check a request against this endpoint's limits; fill in a bounded max_tokens."""
+    async def _admit(self, body: Any, *, chat: bool) -> int:
+        """Check a request against this endpoint's limits; fill in a bounded max_tokens. Its prompt tokens."""
         await self._check_model_name(body.model)
         params = {name: getattr(body, name, None) for name in _SAMPLING_FIELDS}
         check_sampling(params, self._limits)
@@ -204,6 +210,7 @@ class RayloomIngress(OpenAiIngress):
                                            f"{len(counts)}", param="prompt")
             param = "prompt"
         check_prompt_length(max(counts), max_tokens, self._limits, prompt_param=param)
+        return sum(counts)
 
     async def _count(self, size: int, counter, value):
         if size > _COUNT_IN_THREAD_CHARS:

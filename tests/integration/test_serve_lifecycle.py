@@ -90,8 +90,8 @@ def _auth() -> dict[str, str]:
 def _our_haproxies(directory: Path) -> list[psutil.Process]:
     marker = str(directory) + "/"
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(arg.startswith(marker) for arg in proc.info.get("cmdline") or []) and proc.name() == "haproxy":
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        if any(arg.startswith(marker) for arg in proc.info.get("cmdline") or []) and proc.info["name"] == "haproxy":
             found.append(proc)
     return found
 
@@ -113,8 +113,8 @@ def test_haproxy_files_are_private_and_no_side_listener_is_open(server):
         assert stat.S_IMODE(config.stat().st_mode) & 0o077 == 0
     haproxies = _our_haproxies(directory)
     assert haproxies
-    listening = {(c.laddr.ip, c.laddr.port) for p in haproxies for c in p.net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN}
+    listening = {(c.laddr.ip, c.laddr.port) for p in haproxies if p.is_running()
+                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
     # Only the endpoint itself, on serve.host: no stats page (8404), no Prometheus exporter (9101).
     assert listening == {("127.0.0.1", server.port)}, listening
 
@@ -189,7 +189,7 @@ def test_sigterm_after_an_ingress_reload_leaves_no_process_and_frees_the_port(se
         replica.kill()
 
     def reloaded() -> bool:
-        return any(p.pid not in first and "-sf" in p.cmdline() for p in _our_haproxies(directory))
+        return any(p.pid not in first and "-sf" in (p.info.get("cmdline") or []) for p in _our_haproxies(directory))
 
     wait_until(reloaded, 300, interval_s=0.5, message="HAProxy to reload after the replica died")
     tree = {p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)}
@@ -200,12 +200,17 @@ def test_sigterm_after_an_ingress_reload_leaves_no_process_and_frees_the_port(se
     assert "Traceback" not in output, output[-4000:]
     assert f"stopped {APP}" in output
 
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
     def gone() -> bool:
-        return not [pid for pid in tree if psutil.pid_exists(pid)
-                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        return not [pid for pid in tree if alive(pid)]
 
     wait_until(gone, 60, interval_s=0.5,
-               message=lambda: f"processes of the server to exit: {[p for p in tree if psutil.pid_exists(p)]}")
+               message=lambda: f"processes of the server to exit: {[p for p in tree if alive(p)]}")
     assert not _our_haproxies(directory)
     assert not directory.exists()
     with socket.socket() as sock:  # the port is free for the next `rayloom serve`

@@ -101,3 +101,18 @@ def test_promote_refuses_a_model_without_a_passing_evaluation_before_touching_ra
         promote(compose("serve", cluster))
     with pytest.raises(GateFailed, match="no evaluation"):
         promote(compose("serve", [*cluster, "+eval.gate.min={demo_add/exact_match:0.8}"]))
+
+
+def test_sigterm_becomes_a_keyboard_interrupt_only_inside_the_block():
+    import os
+    import signal
+    import time
+
+    from rayloom.serve.deploy import ServerStopped, stop_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(ServerStopped), stop_on_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # interrupted by the handler long before this ends
+    assert issubclass(ServerStopped, KeyboardInterrupt)  # handled like Ctrl-C, never a traceback
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -209,7 +209,8 @@ def run_serve_job(cfg: RayloomConfig) -> Endpoint:
     # SIGTERM (systemd, Kubernetes, `kill`) stops the server like Ctrl-C: drain, delete, shut down.
     with stop_on_sigterm():
         try:
-            with ray_session(cfg.cluster, cfg.storage):
+            # ray.init installs Ray's own SIGTERM handler (exit at once): take SIGTERM back after it.
+            with ray_session(cfg.cluster, cfg.storage), stop_on_sigterm():
                 plan = plan_serving(cfg)
                 endpoint = deploy(cfg, auth=auth, plan=plan)
                 record_release(cfg, plan, endpoint.version, action="deploy")

@@ -77,7 +77,9 @@ def test_golden_counts_drops_and_quarantine(golden):
         assert row["detail"] and row["file"] and isinstance(row["row"], int)
     assert reasons == expected["bad"]
     not_utf8 = next(r for r in bad if r["reason"] == "not_utf8")
-    assert "\\xe9" in not_utf8["raw"] and not_utf8["file"].endswith("part-0.jsonl") and not_utf8["row"] == 7
+    part0 = (golden["root"] / "src" / "web" / "part-0.jsonl").read_bytes()
+    assert "\\xe9" in not_utf8["raw"] and not_utf8["file"].endswith("part-0.jsonl")
+    assert not_utf8["row"] == part0.index(b'{"text": "caf\xe9')           # the line's byte offset
 
 
 def test_packing_keeps_documents_apart_and_masks_only_assistant_tokens(golden, tiny_model_dir):
@@ -148,8 +150,12 @@ def test_preference_pairs_keep_chosen_and_rejected(tmp_path, ray_local, tiny_mod
     assert result.manifest.kind == "preference"
     assert result.manifest.counts.bad == 2 and result.manifest.drops["schema"] == 2
     quarantined = {json.loads(line)["row"]: json.loads(line) for line in storage.read_text(result.quarantine).splitlines()}
-    assert sorted(quarantined) == [31, 32] and {q["reason"] for q in quarantined.values()} == {"schema"}
-    assert "identical" in quarantined[31]["detail"] and "'rejected'" in quarantined[32]["detail"]
+    offsets = [0]   # a record's row is the byte offset of its line
+    for r in records:
+        offsets.append(offsets[-1] + len(json.dumps(r)) + 1)
+    assert sorted(quarantined) == [offsets[31], offsets[32]]
+    assert {q["reason"] for q in quarantined.values()} == {"schema"}
+    assert "identical" in quarantined[offsets[31]]["detail"] and "'rejected'" in quarantined[offsets[32]]["detail"]
     tok = load_tokenizer(tiny_model_dir)
     rows = _rows(result.output, "train") + _rows(result.output, "validation")
     assert len(rows) == 31

@@ -1,4 +1,4 @@
-"""Packing, deduplication and the deterministic per-record plan (no Ray)."""
+"""Packing and the deterministic per-record plan (no Ray); dedup is tests/unit/test_data_dedup.py."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import random
 import numpy as np
 import pytest
 
-from rayloom.config import DedupConfig
-from rayloom.data.dedup import DuplicateFinder, exact_key, minhash_signatures, shingles
 from rayloom.data.packing import pack_lm, pad_preference, plan_rows
 from rayloom.data.record_ids import is_validation, locate, num_copies, record_id, source_of
 from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS, PREFERENCE_COLUMNS
@@ -78,23 +76,6 @@ def test_preference_rows_score_only_the_response():
     assert row["chosen_labels"] == [IGNORE_INDEX] * 3 + [4, 5] + [IGNORE_INDEX] * 3
     assert row["rejected_labels"] == [IGNORE_INDEX] * 3 + [4] + [IGNORE_INDEX] * 4
     assert row["rejected_attention_mask"] == [1, 1, 1, 1, 0, 0, 0, 0]
-
-
-def test_exact_and_near_duplicates_are_found_in_order():
-    rng = random.Random(3)
-    words = [f"w{i}" for i in range(400)]
-    base = " ".join(rng.choice(words) for _ in range(120))
-    near = base.split()
-    near[60] = "changed"
-    texts = [base, " ".join(near), "  " + base.upper(), " ".join(rng.choice(words) for _ in range(120))]
-    dedup = DedupConfig()
-    finder = DuplicateFinder(dedup)
-    sigs = minhash_signatures(texts, dedup)
-    results = [finder.check(i, exact_key(t), s) for i, (t, s) in enumerate(zip(texts, sigs, strict=True))]
-    assert results == [None, "duplicate_near", "duplicate_exact", None]
-    assert shingles("a b", 5) == [b"a b"]
-    only_exact = DuplicateFinder(DedupConfig(near=False))
-    assert [only_exact.check(i, exact_key(t), b"") for i, t in enumerate(texts)] == [None, None, "duplicate_exact", None]
 
 
 def test_plan_is_deterministic_and_follows_weights():

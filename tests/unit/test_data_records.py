@@ -9,9 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rayloom.config import DedupConfig, FilterConfig, SourceConfig
+from rayloom import storage
+from rayloom.config import DataConfig, DedupConfig, FilterConfig, SourceConfig
 from rayloom.data.cleaning import boilerplate_fraction, filter_reason, repetition_fraction, symbol_fraction
-from rayloom.data.parsing import ParseRecords
+from rayloom.data.parsing import ParseUnits
+from rayloom.data.readers import plan_file
 from rayloom.data.record_ids import locate
 from rayloom.data.records import BadRecord, payload_text, validate, validate_text
 from rayloom.data.sources import resolve_source
@@ -66,21 +68,39 @@ def test_filters_drop_with_a_reason():
     assert boilerplate_fraction("ok line\nclick here now", ["click here"]) == 0.5
 
 
+def parse_file(path, schema: str = "text", data: DataConfig | None = None, **source) -> list[dict]:
+    """Every row the read tasks make of one file (the read plan, the streaming reader and the parser)."""
+    data = data or DataConfig(dedup=DedupConfig(num_perm=16))
+    files = resolve_source(0, SourceConfig(path=str(path), schema=schema, **source))
+    fs, fs_path = storage.filesystem(files.files[0])
+    parser = ParseUnits([files.config], [fs], data, signatures=True)
+    units = plan_file(0, 0, fs_path, files.formats[0], files.config.text_unit, files.sizes[0], fs,
+                      data.read_block_bytes, data.max_file_bytes)
+    rows = []
+    for unit in units:
+        import dataclasses
+
+        for table in parser(pa.Table.from_pylist([dataclasses.asdict(unit)])):
+            rows += table.to_pylist()
+    return rows
+
+
 def _parse(tmp_path, name: str, data: bytes, schema: str = "text", **source) -> list[dict]:
     path = tmp_path / name
     path.write_bytes(data)
-    files = resolve_source(0, SourceConfig(path=str(path), schema=schema, **source))
-    parse = ParseRecords(files, FilterConfig(), DedupConfig(num_perm=16), signatures=True)
-    batch = pa.table({"bytes": [data], "path": [files.files[0]]})
-    return parse(batch).to_pylist()
+    return parse_file(path, schema, **source)
 
 
 def test_parser_quarantines_bad_lines_and_keys_good_ones(tmp_path):
     lines = [json.dumps({"text": "first document here"}).encode(), b'{"text": "unterminated', b"",
              json.dumps({"nope": 1}).encode(), b'{"text": "caf\xe9"}', json.dumps({"text": "last one"}).encode()]
     rows = _parse(tmp_path, "a.jsonl", b"\n".join(lines) + b"\n")
+    offsets = [0]
+    for line in lines[:-1]:
+        offsets.append(offsets[-1] + len(line) + 1)
     assert [(locate(r["doc_id"])[2], r["status"], r["reason"]) for r in rows] == [
-        (0, "ok", None), (1, "bad", "malformed_json"), (3, "bad", "schema"), (4, "bad", "not_utf8"), (5, "ok", None)]
+        (offsets[0], "ok", None), (offsets[1], "bad", "malformed_json"), (offsets[3], "bad", "schema"),
+        (offsets[4], "bad", "not_utf8"), (offsets[5], "ok", None)]
     ok = rows[0]
     assert json.loads(ok["payload"]) == {"text": "first document here"}
     assert len(ok["exact"]) == 16 and len(ok["signature"]) == 16 * 4

@@ -28,6 +28,7 @@ def _trained(tok, ids, mask) -> str:
 def _block(payloads: list[dict], schema: str, file: int = 0, status: list[str] | None = None) -> pa.Table:
     n = len(payloads)
     return pa.table({"doc_id": pa.array([record_id(0, file, i) for i in range(n)], pa.int64()),
+                     "chunk": pa.array([record_id(0, file, 0)] * n, pa.int64()),
                      "schema": [schema] * n, "status": status or ["ok"] * n,
                      "payload": [json.dumps(p) for p in payloads]})
 
@@ -84,7 +85,7 @@ def test_stage_packs_writes_and_counts_deterministically(tiny_config, tmp_path):
     block = pa.concat_tables([block, _block([{"text": "bad"}], "text", file=2, status=["bad"])])
 
     def run(stage):
-        select = SelectRecords([1.0], 0, data.val_fraction, NONE, NONE)
+        select = SelectRecords([1.0], 0, data.val_fraction, [], NONE)
         return TokenizePackShards(data, tiny_config.model, "lm", 0, select, str(stage))(block).to_pylist()
 
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
@@ -104,7 +105,7 @@ def test_stage_packs_writes_and_counts_deterministically(tiny_config, tmp_path):
             drops[reason] = drops.get(reason, 0) + n
     assert drops == {"no_trainable_tokens": 1}                          # the chat with no answer left
     assert sum(w["documents"] for w in first) == 40                     # the bad row never reaches this stage
-    streaming = SelectRecords([1.0], 0, data.val_fraction, NONE, NONE, "train")
+    streaming = SelectRecords([1.0], 0, data.val_fraction, [], NONE, "train")
     rows = TokenizePackShards(data, tiny_config.model, "lm", 0, streaming, None)(block)
     assert rows.num_rows == sum(w["rows"] for w in files if w["split"] == "train")
 
@@ -113,7 +114,7 @@ def test_stage_pads_preference_pairs(tiny_config):
     data = DataConfig(seq_len=64, val_fraction=0.0)
     pairs = [{"prompt": [{"role": "user", "content": f"What is {i} + 3?"}], "chosen": str(i + 3),
               "rejected": str(i + 4)} for i in range(5)]
-    select = SelectRecords([1.0], 0, 0.0, NONE, NONE, "train")
+    select = SelectRecords([1.0], 0, 0.0, [], NONE, "train")
     stage = TokenizePackShards(data, tiny_config.model, "preference", 0, select, None)
     rows = stage(_block(pairs, "preference")).to_pylist()
     tok = stage.tokenizer.tokenizer

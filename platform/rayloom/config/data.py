@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from rayloom.config._validate import fraction, non_negative, one_of, positive, require, safe_name
@@ -12,6 +13,12 @@ SOURCE_FORMATS = ("auto", "jsonl", "parquet", "text")
 TEXT_UNITS = ("file", "paragraph", "line")
 # Parts of the offline demo corpus `data.demo` can generate as the job's source.
 DEMO_KINDS = ("", "pretrain", "sft", "preference")
+# Record ids keep 7 bits for the source (rayloom.data.record_ids): at most this many sources.
+MAX_SOURCES = 128
+# A source weight is copies per record: a larger one is a typo that would multiply the data.
+MAX_SOURCE_WEIGHT = 100.0
+# Record ids keep 35 bits for a record's position (byte offset or Parquet row) in its file.
+MAX_FILE_BYTES_LIMIT = (1 << 35) - 1
 
 
 @dataclass
@@ -32,7 +39,11 @@ class SourceConfig:
     def __post_init__(self) -> None:
         one_of(self.format, SOURCE_FORMATS, "data.sources[].format")
         one_of(self.schema, RECORD_SCHEMAS, "data.sources[].schema")
+        require(isinstance(self.weight, (int, float)) and math.isfinite(self.weight), "data.sources[].weight",
+                "must be a finite number", self.weight)
         positive(self.weight, "data.sources[].weight")
+        require(self.weight <= MAX_SOURCE_WEIGHT, "data.sources[].weight",
+                f"at most {MAX_SOURCE_WEIGHT:g} copies per record", self.weight)
         require(bool(self.text_key), "data.sources[].text_key", "must not be empty", self.text_key)
         one_of(self.text_unit, TEXT_UNITS, "data.sources[].text_unit")
         require(self.format != "text" or self.schema == "text", "data.sources[].format",
@@ -102,6 +113,16 @@ class DataConfig:
     val_fraction: float = 0.05
     seed: int = 0
     max_bad_fraction: float = 0.1
+    # A record (a JSONL line, a text line, paragraph or file) larger than this is quarantined
+    # (`too_large`) without being held in memory whole.
+    max_record_bytes: int = 8 * 1024 * 1024
+    # A file that holds (or decompresses to) more than this is cut off there (`file_too_large`):
+    # a gzip bomb is refused by reason, not by running a worker out of memory. At most 32 GiB.
+    max_file_bytes: int = 8 * 1024 * 1024 * 1024
+    # Input bytes per read block: uncompressed JSONL and line-text files are split into byte ranges
+    # of this size, Parquet files into groups of row groups, each read and packed on its own;
+    # gzip files and whole-file/paragraph text stream through one task in blocks of this size.
+    read_block_bytes: int = 32 * 1024 * 1024
     filters: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     # Records per call into the fast tokenizer (its Rust backend batches them on its own threads).
@@ -135,7 +156,13 @@ class DataConfig:
         positive(self.num_demo_records, "data.num_demo_records")
         non_negative(self.num_demo_eval, "data.num_demo_eval")
         one_of(self.demo, DEMO_KINDS, "data.demo")
-        require(len(self.sources) <= 127, "data.sources", "at most 127 sources per job", len(self.sources))
+        require(len(self.sources) <= MAX_SOURCES, "data.sources", f"at most {MAX_SOURCES} sources per job "
+                "(record ids hold the source in 7 bits); merge some", len(self.sources))
+        positive(self.max_record_bytes, "data.max_record_bytes")
+        positive(self.max_file_bytes, "data.max_file_bytes")
+        require(self.max_file_bytes <= MAX_FILE_BYTES_LIMIT, "data.max_file_bytes",
+                f"at most {MAX_FILE_BYTES_LIMIT} (record ids hold a position in 35 bits)", self.max_file_bytes)
+        require(self.read_block_bytes >= 4096, "data.read_block_bytes", "must be at least 4096", self.read_block_bytes)
         schemas = {s.schema for s in self.sources}
         require("preference" not in schemas or schemas == {"preference"}, "data.sources",
                 "preference sources cannot be mixed with text/messages sources in one dataset",

@@ -1,9 +1,8 @@
-"""Exact and near-duplicate detection across the whole dataset (datasketch MinHash + LSH).
+"""Exact and near-duplicate detection across the whole dataset: the record-level pieces.
 
-Signatures are computed in parallel inside Ray Data tasks (`content_keys`); the decision which
-record is a duplicate needs one global view, so `DuplicateFinder` runs on the driver over the
-small key columns, in the dataset's deterministic order: the first occurrence is kept. Its LSH
-index holds a few integers per record (datasketch can move it to Redis for billions of records).
+Exact keys and MinHash signatures (datasketch) are computed in the read tasks; `band_keys` are the
+LSH band keys, `candidate_groups` finds records that share a key (run per hash partition, see
+dedup_ray.py) and `resolve_groups` applies the first-occurrence rule to the candidates.
 """
 
 from __future__ import annotations
@@ -43,40 +42,87 @@ def minhash_signatures(texts: list[str], dedup: DedupConfig) -> list[bytes]:
     return [m.hashvalues.astype(np.uint32).tobytes() for m in hashes]
 
 
-class DuplicateFinder:
-    """Feed records in order; `check` says whether one duplicates an earlier kept record."""
+def lsh_bands(dedup: DedupConfig) -> tuple[int, int]:
+    """(bands, rows per band) of datasketch's MinHashLSH for this config (weights tuned for recall:
+    every candidate is confirmed with the signatures' Jaccard estimate, so an extra candidate costs a
+    comparison, while a missed band match is a kept duplicate)."""
+    from datasketch import MinHashLSH
 
-    def __init__(self, dedup: DedupConfig) -> None:
-        self.dedup = dedup
-        self._seen_exact: set[bytes] = set()
-        self._lsh = None
-        self._kept_signatures: dict[int, np.ndarray] = {}
-        self._scheme = None
-        if dedup.near:
-            from datasketch import MinHash, MinHashLSH
+    lsh = MinHashLSH(threshold=dedup.threshold, num_perm=dedup.num_perm, weights=(0.05, 0.95))
+    return lsh.b, lsh.r
 
-            # Band/row split tuned for recall (false negatives weigh 0.95): every candidate is
-            # confirmed against the signature's Jaccard estimate, so extra candidates only cost a
-            # comparison, while a missed band match is a kept duplicate.
-            self._lsh = MinHashLSH(threshold=dedup.threshold, num_perm=dedup.num_perm, weights=(0.05, 0.95))
-            self._scheme = MinHash(num_perm=dedup.num_perm, seed=_MINHASH_SEED).scheme
 
-    def check(self, key: int, exact: bytes, signature: bytes) -> str | None:
-        """None if the record is kept (and remembered), else the reason it is dropped."""
-        if self.dedup.exact and exact in self._seen_exact:
-            return "duplicate_exact"
-        if self._lsh is not None:
-            from datasketch import LeanMinHash
+def _mix64(values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
-            values = np.frombuffer(signature, dtype=np.uint32)
-            minhash = LeanMinHash(seed=_MINHASH_SEED, hashvalues=values, scheme=self._scheme)
-            # LSH returns candidates that share a band; confirm with the estimated Jaccard so
-            # unlucky band collisions are not dropped.
-            for other in self._lsh.query(minhash):
-                if float(np.mean(self._kept_signatures[other] == values)) >= self.dedup.threshold:
-                    return "duplicate_near"
-            self._lsh.insert(key, minhash, check_duplication=False)
-            self._kept_signatures[key] = values
-        if self.dedup.exact:
-            self._seen_exact.add(exact)
-        return None
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64 keys: a 64-bit hash of (band index, the band's rows of the signature).
+
+    Two records share a key when they share a band, as in datasketch's LSH; a 64-bit collision could
+    add a candidate (then confirmed by Jaccard), with odds of about bands * 2**-64 per pair."""
+    keys = np.empty((len(signatures), bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            h = np.full(len(signatures), np.uint64(band * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
+            for col in range(band * rows, (band + 1) * rows):
+                h = _mix64(h ^ signatures[:, col].astype(np.uint64))
+            keys[:, band] = h
+    return keys
+
+
+def exact_key64(exact: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(e[:8] for e in exact), dtype=np.uint64).copy()
+
+
+def candidate_groups(keys: np.ndarray, ids: np.ndarray) -> list[np.ndarray]:
+    """Groups (sorted doc ids) of 2+ records sharing a key; `keys`/`ids` are parallel 1-D arrays."""
+    if not len(keys):
+        return []
+    order = np.lexsort((ids, keys))
+    keys, ids = keys[order], ids[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    return [np.unique(ids[a:b]) for a, b in zip(starts, ends, strict=True) if b - a > 1]
+
+
+def resolve_groups(groups: list[np.ndarray], exact: dict[int, bytes], signatures: dict[int, np.ndarray],
+                   dedup: DedupConfig) -> dict[int, str]:
+    """{doc id: reason} of every duplicate among the candidate groups: the first-occurrence rule.
+
+    In doc-id order (source, file, position), a record is a duplicate when an earlier *kept* record
+    has the same exact key (`duplicate_exact`) or shares an LSH band with it and has an estimated
+    Jaccard >= threshold (`duplicate_near`). This is the same decision as one ordered pass with a
+    hash set and an LSH index over the whole dataset, since a record's decision only depends on
+    earlier records it shares a key with (tested against that pass, tests/unit/test_data_dedup.py).
+    """
+    followers: dict[int, int] = {}   # exact copy -> the first record of its exact class
+    edges: dict[int, set[int]] = {}  # later rep -> earlier reps with Jaccard >= threshold
+    for group in groups:
+        reps: list[int] = []
+        first: dict[bytes, int] = {}
+        for doc in group.tolist():
+            if dedup.exact:
+                rep = first.setdefault(exact[doc], doc)
+                if rep != doc:
+                    followers[doc] = rep
+                    continue
+            reps.append(doc)
+        if not dedup.near or len(reps) < 2:
+            continue
+        sig = np.stack([signatures[d] for d in reps])
+        for j in range(1, len(reps)):
+            similar = np.flatnonzero((sig[:j] == sig[j]).mean(axis=1) >= dedup.threshold)
+            if len(similar):
+                edges.setdefault(reps[j], set()).update(reps[i] for i in similar.tolist())
+    dropped: dict[int, str] = {}
+    for later in sorted(edges):
+        if any(earlier not in dropped for earlier in edges[later]):
+            dropped[later] = "duplicate_near"
+    for copy, rep in followers.items():
+        dropped[copy] = "duplicate_near" if rep in dropped else "duplicate_exact"
+    return dropped

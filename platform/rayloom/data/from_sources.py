@@ -36,14 +36,17 @@ def _check_unchanged(sources: list[SourceFiles], recorded: list[SourceEntry]) ->
 
 def open_from_sources(output: str, manifest: Manifest, splits: tuple[str, ...]) -> dict:
     """{split: ray.data.Dataset} of packed rows, computed from the raw sources as they are read."""
+    import ray
+
     spec = manifest.stream
-    assert spec is not None, "a manifest with materialized=false carries its stream spec"
+    if spec is None:
+        raise UserError(f"the manifest at {output!r} says materialized=false but has no stream spec")
     data: DataConfig = _typed(DataConfig, spec.data)
     sources = resolve_sources(data.sources)
     _check_unchanged(sources, manifest.sources)
     dropped = pq.read_table(pa.BufferReader(storage.read_bytes(storage.join(output, spec.dropped))))
     job = PackJob(data=data, model=_typed(ModelConfig, spec.model), kind=manifest.kind,
-                  weights=[s.config.weight for s in sources], dropped_ids=dropped.column("doc_id").to_numpy(),
+                  weights=[s.config.weight for s in sources], duplicates=[ray.put(dropped.select(["doc_id"]))],
                   forced=np.asarray(spec.forced_validation, dtype=np.int64), pad_id=manifest.pad_id)
     datasets = {}
     for split in splits:

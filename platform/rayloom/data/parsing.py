@@ -1,31 +1,33 @@
-"""Inside Ray Data tasks: raw file bytes -> validated, cleaned, keyed records.
+"""Inside Ray Data tasks: read units -> validated, cleaned, keyed records, one chunk at a time.
 
 One output row per record (a JSONL line, a Parquet row, a text unit), whatever happens to it:
 `status` is "ok", "bad" (quarantined: reason + detail + a raw preview) or "filtered" (a quality
-filter's reason). Nothing is dropped here, so the driver can count every record.
+filter's reason). Nothing is dropped here, so every record is counted. No record can fail the job:
+every parse or validation error, a lone surrogate, 10,000-deep nesting, NUL bytes, invalid UTF-8,
+a record over data.max_record_bytes, a gzip bomb or a corrupt file becomes a bad row with its
+reason. `chunk` is the id of the first record of the read chunk (readers.read_unit) the record
+came in: the tokenize/pack stage packs each chunk on its own, whatever Ray's block layout.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import re
-import zlib
+from collections.abc import Iterator
 
 import pyarrow as pa
 
-from rayloom.config.data import DedupConfig, FilterConfig
+from rayloom.config.data import DataConfig, SourceConfig
 from rayloom.data.cleaning import filter_reason
 from rayloom.data.dedup import exact_key, minhash_signatures
-from rayloom.data.record_ids import MAX_ROWS_PER_FILE, record_id
+from rayloom.data.readers import Item, Unit, read_unit
+from rayloom.data.record_ids import record_id
 from rayloom.data.records import BadRecord, canonical_json, payload_text, validate, validate_text
-from rayloom.data.sources import SourceFiles, fs_path
 
 RAW_PREVIEW_CHARS = 1000
-_PARAGRAPH = re.compile(rb"\n[ \t\r]*\n")
 
 RECORD_SCHEMA = pa.schema([
     ("doc_id", pa.int64()),
+    ("chunk", pa.int64()),
     ("schema", pa.string()),
     ("status", pa.string()),
     ("reason", pa.string()),
@@ -37,112 +39,105 @@ RECORD_SCHEMA = pa.schema([
     ("signature", pa.binary()),
 ])
 
+PLAN_COLUMNS = ("source", "file", "path", "format", "text_unit", "start", "end", "first_row", "size")
+
 
 def _preview(raw: bytes | str) -> str:
-    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="backslashreplace")
-    return text[:RAW_PREVIEW_CHARS]
+    text = raw if isinstance(raw, str) else raw[:RAW_PREVIEW_CHARS * 4].decode("utf-8", errors="backslashreplace")
+    # Lone surrogates cannot be stored as Arrow strings: escape them like invalid bytes.
+    return text[:RAW_PREVIEW_CHARS].encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
-def _units(data: bytes, file_format: str, text_unit: str, path: str):
-    """(row index, raw unit, parsed object or None, BadRecord or None) for every record of a file."""
-    if path.lower().endswith(".gz"):
-        data = gzip.decompress(data)
-    if file_format == "parquet":
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(pa.BufferReader(data)).to_pylist()):
-            yield i, None, row, None
-        return
-    if file_format == "text":
-        if text_unit == "file":
-            pieces = [data]
-        else:
-            pieces = _PARAGRAPH.split(data) if text_unit == "paragraph" else data.split(b"\n")
-        for i, piece in enumerate(pieces):
-            if text_unit != "file" and not piece.strip():
-                continue  # separators, not records
-            try:
-                yield i, piece, piece.decode("utf-8"), None
-            except UnicodeDecodeError as exc:
-                yield i, piece, None, BadRecord("not_utf8", f"not valid UTF-8: {exc.reason} at byte {exc.start}")
-        return
-    for i, line in enumerate(data.split(b"\n")):
-        if not line.strip():
-            continue  # blank lines (a trailing newline) are not records
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield i, line, None, BadRecord("not_utf8", f"not valid UTF-8: {exc.reason} at byte {exc.start}")
-            continue
-        try:
-            yield i, line, json.loads(text), None
-        except json.JSONDecodeError as exc:
-            yield i, line, None, BadRecord("malformed_json", f"malformed JSON: {exc.msg} at column {exc.colno}")
+def _json_preview(obj) -> str:
+    try:
+        return _preview(json.dumps(obj, default=str)[:RAW_PREVIEW_CHARS])
+    except (ValueError, RecursionError, TypeError):
+        return _preview(repr(obj)[:RAW_PREVIEW_CHARS])
 
 
-class ParseRecords:
-    """map_batches function over read_binary_files rows (bytes, path) of one source."""
+class ParseUnits:
+    """map_batches function over read-plan rows (batch_size=1): yields one table per read chunk."""
 
-    def __init__(self, source: SourceFiles, filters: FilterConfig, dedup: DedupConfig, signatures: bool) -> None:
-        self.source = source
-        self.filters = filters
-        self.dedup = dedup
-        self.signatures = signatures and dedup.near
-        self.file_index = {fs_path(f): i for i, f in enumerate(source.files)}
+    def __init__(self, sources: list[SourceConfig], filesystems: list, data: DataConfig, signatures: bool) -> None:
+        self.sources = sources
+        self.filesystems = filesystems
+        self.data = data
+        self.signatures = signatures and data.dedup.near
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows: list[dict] = []
-        for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist(), strict=True):
-            rows += self._file_rows(data, path)
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        for plan in batch.to_pylist():
+            unit = Unit(**{k: plan[k] for k in PLAN_COLUMNS})
+            for items in read_unit(unit, self.filesystems[unit.source], max_record=self.data.max_record_bytes,
+                                   max_file=self.data.max_file_bytes, block_bytes=self.data.read_block_bytes):
+                table = self.parse_chunk(unit, items)
+                if table.num_rows:
+                    yield table
+
+    def parse_chunk(self, unit: Unit, items: list[Item]) -> pa.Table:
+        config = self.sources[unit.source]
+        rows = []
+        for item in items:
+            row = self._row(unit, config, item)
+            if row is not None:
+                rows.append(row)
         ok = [r for r in rows if r["status"] == "ok"]
         texts = [r.pop("_text") for r in ok]
         for row, text in zip(ok, texts, strict=True):
             row["exact"] = exact_key(text)
         if self.signatures and ok:
-            for row, signature in zip(ok, minhash_signatures(texts, self.dedup), strict=True):
+            for row, signature in zip(ok, minhash_signatures(texts, self.data.dedup), strict=True):
                 row["signature"] = signature
-        for row in rows:
-            row.pop("_text", None)
+        if rows:
+            first = rows[0]["doc_id"]
+            for row in rows:
+                row["chunk"] = first
         return pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
 
-    def _file_rows(self, data: bytes, path: str) -> list[dict]:
-        file_idx = self.file_index[path]
-        file_format = self.source.formats[file_idx]
-        config = self.source.config
+    def _row(self, unit: Unit, config: SourceConfig, item: Item) -> dict | None:
+        doc_id = record_id(unit.source, unit.file, item.position)
         schema = config.schema
-        rows = []
+        if item.problem is not None:
+            return _row(doc_id, schema, "bad", item.problem, item.detail, raw=_preview(item.preview))
+        if item.raw is not None and not item.raw.strip() and not (unit.format == "text" and unit.text_unit == "file"):
+            return None  # blank lines (a trailing newline) and paragraph separators are not records
         try:
-            for row_idx, raw, obj, bad in _units(data, file_format, config.text_unit, path):
-                assert row_idx < MAX_ROWS_PER_FILE
-                doc_id = record_id(self.source.index, file_idx, row_idx)
-                if bad is None:
-                    try:
-                        if file_format == "text":
-                            payload = validate_text(obj, self.filters.unicode_form)
-                        else:
-                            payload = validate(obj, schema, config.text_key, self.filters.unicode_form)
-                    except BadRecord as exc:
-                        bad = exc
-                if bad is not None:
-                    preview = _preview(raw) if raw is not None else _preview(json.dumps(obj, default=str))
-                    rows.append(_row(doc_id, schema, "bad", bad.reason, bad.detail, raw=preview))
-                    continue
-                text = payload_text(payload)
-                reason = filter_reason(text, self.filters)
-                if reason is not None:
-                    rows.append(_row(doc_id, schema, "filtered", reason, None, num_chars=len(text)))
-                    continue
-                row = _row(doc_id, schema, "ok", None, None, payload=canonical_json(payload), num_chars=len(text))
-                row["_text"] = text
-                rows.append(row)
-        except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:
-            # A corrupt file (broken gzip or Parquet) is one bad record, not a crashed job.
-            rows = [_row(record_id(self.source.index, file_idx, 0), schema, "bad", "unreadable_file",
-                         f"{type(exc).__name__}: {exc}"[:500], raw=_preview(data[:RAW_PREVIEW_CHARS]))]
-        return rows
+            payload = self._payload(unit, config, item)
+            text = payload_text(payload)
+            reason = filter_reason(text, self.data.filters)
+            if reason is not None:
+                return _row(doc_id, schema, "filtered", reason, None, num_chars=len(text))
+            row = _row(doc_id, schema, "ok", None, None, payload=canonical_json(payload), num_chars=len(text))
+        except BadRecord as exc:
+            raw = _preview(item.raw) if item.raw is not None else _json_preview(item.row)
+            return _row(doc_id, schema, "bad", exc.reason, exc.detail[:500], raw=raw)
+        except Exception as exc:  # noqa: BLE001 - whatever a record does, it is quarantined, never fatal
+            raw = _preview(item.raw) if item.raw is not None else _json_preview(item.row)
+            return _row(doc_id, schema, "bad", "invalid", f"{type(exc).__name__}: {exc}"[:500], raw=raw)
+        row["_text"] = text
+        return row
+
+    def _payload(self, unit: Unit, config: SourceConfig, item: Item) -> dict:
+        form = self.data.filters.unicode_form
+        if item.row is not None:
+            return validate(item.row, config.schema, config.text_key, form)
+        try:
+            text = item.raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRecord("not_utf8", f"not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+        if unit.format == "text":
+            return validate_text(text, form)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadRecord("malformed_json", f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+        except (RecursionError, ValueError) as exc:
+            # Deep nesting (RecursionError) or numbers Python refuses to convert.
+            raise BadRecord("malformed_json", f"malformed JSON: {type(exc).__name__}: {exc}"[:300]) from None
+        return validate(obj, config.schema, config.text_key, form)
 
 
 def _row(doc_id: int, schema: str, status: str, reason: str | None, detail: str | None, *, raw: str | None = None,
          payload: str | None = None, num_chars: int = 0) -> dict:
-    return {"doc_id": doc_id, "schema": schema, "status": status, "reason": reason, "detail": detail, "raw": raw,
-            "payload": payload, "num_chars": num_chars, "exact": None, "signature": None}
+    return {"doc_id": doc_id, "chunk": doc_id, "schema": schema, "status": status, "reason": reason,
+            "detail": detail, "raw": raw, "payload": payload, "num_chars": num_chars, "exact": None,
+            "signature": None}

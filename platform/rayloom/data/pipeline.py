@@ -1,15 +1,17 @@
 """`rayloom data`: read -> validate/clean -> dedup -> tokenize -> pack -> Parquet shards + manifest.
 
-Stages, in order (Ray Data does the per-record work; the driver only sees small key columns):
+Stages, in order (Ray Data does the per-record work; the driver only sees per-block counts):
 
-1. read + parse (scan.read_records, parsing.ParseRecords): every record becomes ok / bad
-   (quarantined) / filtered; MinHash signatures are computed here, in parallel.  -> materialised
-2. dedup (scan.scan_records, one ordered driver pass with dedup.DuplicateFinder): exact and near
-   duplicates across the whole dataset; counts; quarantine file; max_bad_fraction check.
+1. read + parse (scan.read_records, readers + parsing.ParseUnits): streaming, bounded reads;
+   every record becomes ok / bad (quarantined) / filtered; exact keys and MinHash signatures are
+   computed here, in parallel.  -> materialised
+2. counts per block, distributed dedup (dedup_ray.find_duplicates: band keys grouped across the
+   cluster, the first occurrence kept), the quarantine file (one Ray task), max_bad_fraction.
 3. select -> tokenize -> pack -> write, one actor-pool stage over the read blocks
    (shard_writer.write_shards, shards.TokenizePackShards): source weights, split, shuffle, token
-   ids + loss masks, packed rows, Parquet shards of data.rows_per_shard rows.
-4. manifest (schema.Manifest) + publish with the commit marker last.
+   ids + loss masks, packed rows, Parquet shards of data.rows_per_shard rows, written straight
+   into a new immutable version of the output (publish.shard_destination, storage.new_version).
+4. manifest (schema.Manifest), then the version is published: the pointer switches last.
 
 With data.materialize=false the job stops after step 2 and records what the streaming reader
 (rayloom.data.from_sources) needs to run step 3 while training reads.
@@ -21,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,16 +31,15 @@ from typing import TYPE_CHECKING
 
 from rayloom import storage
 from rayloom.data.schema import MANIFEST, Manifest, StageCounts
-from rayloom.data.summary import JobSummary, manifest_lines
+from rayloom.data.summary import JobSummary, StageRow, manifest_lines
 
 if TYPE_CHECKING:
     from rayloom.config import DataConfig, ModelConfig, RayloomConfig
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_SUFFIX = ".quarantine.jsonl"
 # DataConfig fields that do not change what is written (where, how fast, how it looks).
-_NON_CONTENT_FIELDS = ("name", "output", "quarantine", "tokenize_batch_size", "num_tokenize_actors",
+_NON_CONTENT_FIELDS = ("name", "output", "quarantine", "overwrite", "tokenize_batch_size", "num_tokenize_actors",
                        "progress_bars", "materialize")
 
 
@@ -49,6 +51,8 @@ class DataResult:
     manifest: Manifest
     quarantine: str | None
     summary: JobSummary = field(repr=False, default_factory=JobSummary)
+    # The one-task step of dedup (dedup_ray): its seconds, candidate groups and records.
+    dedup: dict = field(repr=False, default_factory=dict)
 
 
 def default_output(cfg: RayloomConfig) -> str:
@@ -58,6 +62,8 @@ def default_output(cfg: RayloomConfig) -> str:
 
 
 def quarantine_uri(data: DataConfig, output: str) -> str:
+    from rayloom.data.publish import QUARANTINE_SUFFIX
+
     return data.quarantine or output.rstrip("/") + QUARANTINE_SUFFIX
 
 
@@ -84,7 +90,7 @@ def run_data_job(cfg: RayloomConfig) -> DataResult:
         cfg = dataclasses.replace(cfg, data=demo_data_config(cfg))
     output = default_output(cfg)
     with ray_session(cfg.cluster, cfg.storage), data_context(cfg.data):
-        result = build_dataset(cfg.data, cfg.model, output)
+        result = build_dataset(cfg.data, cfg.model, output, root=cfg.storage.root)
     print(f"\nrayloom data: {cfg.data.name} -> {result.output}")
     print(result.summary.table(), flush=True)
     return result
@@ -105,17 +111,14 @@ def data_context(data: DataConfig) -> Iterator[None]:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
 
 
-def build_dataset(data: DataConfig, model: ModelConfig, output: str) -> DataResult:
-    """The pipeline itself; needs Ray initialised (run_data_job does that)."""
+def build_dataset(data: DataConfig, model: ModelConfig, output: str, *, root: str | None = None) -> DataResult:
+    """The pipeline itself; needs Ray initialised (run_data_job does that). `root` is storage.root:
+    an output that is the root or a folder above it is refused."""
     # The stages bring numpy, pyarrow, Ray Data and transformers: imported here, so that
     # `import rayloom.data` stays cheap.
-    import numpy as np
-
-    from rayloom.data.publish import ShardDestination, check_replaceable
-    from rayloom.data.record_ids import num_copies, source_of
+    from rayloom.data.publish import check_outputs, shard_destination
     from rayloom.data.scan import (
         check_bad_fraction,
-        forced_validation,
         read_records,
         scan_records,
         source_entries,
@@ -127,12 +130,12 @@ def build_dataset(data: DataConfig, model: ModelConfig, output: str) -> DataResu
     from rayloom.models import load_tokenizer, resolve_model_dir
 
     summary = JobSummary()
+    quarantine = quarantine_uri(data, output)
+    check_outputs(output, quarantine, [s.path for s in data.sources], root=root, overwrite=data.overwrite)
     sources = resolve_sources(data.sources)
     model_dir = resolve_model_dir(model)
     tokenizer = load_tokenizer(model_dir)
     check_tokenizer(tokenizer, model_dir, needs_chat=any(s.config.schema != "text" for s in sources))
-    check_replaceable(output)
-    quarantine = quarantine_uri(data, output)
 
     num_files = sum(len(s.files) for s in sources)
     log.info("data %s: reading %d file(s) from %d source(s); validating, filtering, signing", data.name,
@@ -148,39 +151,33 @@ def build_dataset(data: DataConfig, model: ModelConfig, output: str) -> DataResu
     with summary.stage("dedup") as row:
         row.records_in = scan.valid - sum(scan.filtered.values())
         row.dropped = dict(scan.duplicates)
-        row.records_out = len(scan.kept_ids)
+        row.records_out = scan.kept
         row.seconds = scan.dedup_seconds
-    write_quarantine(scan.bad_rows, sources, quarantine)
+    write_quarantine(scan, sources, quarantine)
     check_bad_fraction(scan, data, quarantine)
 
-    kept_ids = np.asarray(scan.kept_ids, dtype=np.int64)
     weights = [s.config.weight for s in sources]
-    copies = num_copies(kept_ids, np.asarray(weights)[source_of(kept_ids)], data.seed)
     job = PackJob(data=data, model=model, kind=dataset_kind(data), weights=weights,
-                  dropped_ids=np.asarray(scan.dropped_ids, dtype=np.int64),
-                  forced=forced_validation(kept_ids[copies > 0], data), pad_id=pad_id_of(tokenizer))
+                  duplicates=scan.duplicate_refs, forced=scan.forced, pad_id=pad_id_of(tokenizer))
     manifest = Manifest(
         kind=job.kind, name=data.name, seq_len=data.seq_len, packing=data.packing,
-        sources=source_entries(sources, scan, kept_ids, copies), tokenizer_hash=tokenizer_hash(model_dir),
-        pad_id=job.pad_id, config_hash=config_hash(data), quarantine=quarantine if scan.bad_rows else None,
+        sources=source_entries(sources, scan), tokenizer_hash=tokenizer_hash(model_dir),
+        pad_id=job.pad_id, config_hash=config_hash(data), quarantine=quarantine if scan.bad else None,
         counts=StageCounts(read=scan.read, bad=scan.bad, filtered=sum(scan.filtered.values()),
-                           deduped=sum(scan.duplicates.values()), kept=len(kept_ids), sampled=int(copies.sum())),
+                           deduped=sum(scan.duplicates.values()), kept=scan.kept, sampled=scan.sampled),
         drops=sorted_counts({**scan.bad_reasons, **scan.filtered, **scan.duplicates,
-                             "weight_subsampled": int(np.sum(copies == 0))}),
+                             "weight_subsampled": scan.weight_subsampled}),
     )
 
-    destination = ShardDestination(output)
-    try:
+    with shard_destination(output, overwrite=data.overwrite) as destination:
         if data.materialize:
             manifest = write_shards(records, job, manifest, destination, summary)
         else:
             manifest = stream_manifest(job, manifest, destination)
         destination.write_json(MANIFEST, manifest.to_dict())
-        with summary.stage("publish"):
-            published = destination.publish()
-    except BaseException:
-        destination.abort()
-        raise
+        publish_start = time.perf_counter()
+    # The version is published (manifest of files, then the pointer) when the block ends.
+    summary.stages.append(StageRow("publish", seconds=time.perf_counter() - publish_start))
     summary.lines += manifest_lines(manifest)
-    return DataResult(output=published if not storage.is_s3(output) else output, manifest=manifest,
-                      quarantine=manifest.quarantine, summary=summary)
+    return DataResult(output=destination.output, manifest=manifest, quarantine=manifest.quarantine,
+                      summary=summary, dedup=scan.dedup_info)

@@ -1,54 +1,91 @@
-"""Where shards are written while the job runs, and how they are published (commit semantics).
+"""Where the job writes, what it may replace, and how shards are published (rayloom.storage commits).
 
-Readers only trust a directory with the `_COMMITTED` marker (rayloom.storage), written last:
-- local output: tasks write into a hidden staging directory next to the output, which
-  storage.commit_dir then publishes atomically (rename), replacing an older version;
-- s3:// output: there is no rename, so the old marker is removed first, tasks write straight
-  under the prefix, and the marker goes last.
-An existing output that is not a rayloom dataset is never overwritten.
+- `check_outputs` runs before any work: data.output and data.quarantine must not be the storage
+  root, one of the job's inputs or a folder above one; data.output must be absent, empty or a
+  committed rayloom dataset (storage.check_writable: a folder with its own `manifest.json` is not
+  ours), unless data.overwrite=true; data.quarantine must be absent or a quarantine file this job
+  writes (a `*.quarantine.jsonl` file holding quarantine rows) - never a directory or prefix.
+- `shard_destination` is a storage.new_version: Ray Data tasks write the shards straight into an
+  immutable version (S3: `<output>/v-<id>/`, local: a hidden versions folder beside the output),
+  the manifest goes in last, and the pointer switches when the block ends. A failed job deletes its
+  version and leaves the previous dataset current and readable; nothing is deleted up front.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import shutil
-import tempfile
-from pathlib import Path
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from rayloom import storage
-from rayloom.data.schema import MANIFEST
 from rayloom.errors import UserError
 
-log = logging.getLogger(__name__)
+DATASET_KIND = "dataset"
+QUARANTINE_SUFFIX = ".quarantine.jsonl"
 
 
-def check_replaceable(output: str) -> None:
-    """Refuse to write over a directory that holds something other than rayloom shards."""
-    if not storage.exists(output) and not (storage.is_s3(output) and storage.is_dir(output)):
+def check_outputs(output: str, quarantine: str, inputs: list[str], *, root: str | None, overwrite: bool) -> None:
+    """Refuse (UserError naming the path and the override) before the job spends any time."""
+    storage.check_output_path(output, inputs=inputs, root=root or None, what="data.output")
+    storage.check_output_path(quarantine, inputs=inputs, root=root or None, what="data.quarantine")
+    if storage.is_within(quarantine, output):
+        raise UserError(f"data.quarantine={quarantine!r} is inside data.output={output!r}; the output folder "
+                        "holds only the published dataset. Put the quarantine file beside it (the default).")
+    storage.check_writable(output, kind=DATASET_KIND, overwrite=overwrite)
+    check_quarantine(quarantine, overwrite=overwrite)
+
+
+def _first_line(uri: str) -> bytes:
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_stream(path) as stream:
+        return stream.read(65536).split(b"\n", 1)[0]
+
+
+def is_quarantine_file(uri: str) -> bool:
+    """A `*.quarantine.jsonl` plain file that is empty or starts with a quarantine row."""
+    if not str(uri).endswith(QUARANTINE_SUFFIX):
+        return False
+    if not storage.is_s3(uri) and (os.path.islink(uri) or not os.path.isfile(uri)):
+        return False
+    try:
+        line = _first_line(uri)
+        row = json.loads(line) if line.strip() else {"reason": ""}
+    except (OSError, ValueError):
+        return False
+    return isinstance(row, dict) and "reason" in row
+
+
+def check_quarantine(uri: str, *, overwrite: bool) -> None:
+    if storage.is_s3(uri):
+        folder = storage.is_dir(uri)
+        present = folder or storage.exists(uri)
+    else:
+        folder = os.path.isdir(uri) and not os.path.islink(uri)
+        present = os.path.lexists(uri)
+    if not present:
         return
-    if not storage.is_dir(output):
-        raise UserError(f"data.output={output!r} is a file, not a directory")
-    files = storage.list_files(output)
-    if files and MANIFEST not in files and storage.COMMIT_MARKER not in files:
-        raise UserError(f"data.output={output!r} already holds files that are not a rayloom dataset; "
-                        "choose another data.output (nothing was overwritten)")
+    if folder:
+        raise UserError(f"data.quarantine={uri!r} is a directory (or an S3 prefix); the quarantine is one file. "
+                        f"Point data.quarantine at a file such as <name>{QUARANTINE_SUFFIX} (nothing was touched).")
+    if not overwrite and not is_quarantine_file(uri):
+        raise UserError(f"data.quarantine={uri!r} already exists and is not a rayloom quarantine file; refusing to "
+                        "replace it. Choose another data.quarantine, or set data.overwrite=true.")
 
 
-class ShardDestination:
-    """Staging location for one job's shards, and its publication."""
+def clear_quarantine(uri: str) -> None:
+    """No bad rows this time: delete the previous run's quarantine file - only that one file."""
+    if storage.exists(uri) and (storage.is_s3(uri) or os.path.isfile(uri)) and is_quarantine_file(uri):
+        storage.remove_file(uri)
 
-    def __init__(self, output: str) -> None:
-        check_replaceable(output)
-        self.output = output
-        if storage.is_s3(output):
-            storage.remove(storage.join(output, storage.COMMIT_MARKER))
-            storage.remove(output)
-            self.stage = output
-        else:
-            parent = Path(output).resolve().parent
-            parent.mkdir(parents=True, exist_ok=True)
-            self.stage = tempfile.mkdtemp(prefix=f".{Path(output).name}.building-", dir=parent)
+
+@dataclass(frozen=True)
+class Destination:
+    """The version being written: tasks write under `stage`."""
+
+    output: str
+    stage: str
 
     def write_json(self, name: str, obj: dict) -> None:
         storage.write_text(storage.join(self.stage, name), json.dumps(obj, indent=2, sort_keys=True) + "\n")
@@ -56,15 +93,9 @@ class ShardDestination:
     def write_bytes(self, name: str, data: bytes) -> None:
         storage.write_bytes(storage.join(self.stage, name), data)
 
-    def publish(self) -> str:
-        if storage.is_s3(self.output):
-            storage.write_text(storage.join(self.output, storage.COMMIT_MARKER), "ok\n")
-            return self.output
-        try:
-            return storage.commit_dir(self.stage, self.output)
-        finally:
-            shutil.rmtree(self.stage, ignore_errors=True)
 
-    def abort(self) -> None:
-        if not storage.is_s3(self.output):
-            shutil.rmtree(self.stage, ignore_errors=True)
+@contextmanager
+def shard_destination(output: str, *, overwrite: bool) -> Iterator[Destination]:
+    """A new immutable version of `output`, published when the block ends (deleted if it raises)."""
+    with storage.new_version(output, kind=DATASET_KIND, overwrite=overwrite) as pending:
+        yield Destination(pending.uri, pending.path)

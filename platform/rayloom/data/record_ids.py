@@ -20,6 +20,11 @@ _SALT_SAMPLE, _SALT_SPLIT, _SALT_ORDER = 0x51, 0x5B, 0x0D
 
 
 def record_id(source_idx: int, file_idx: int, row_idx: int) -> int:
+    """One int64 for (source, file, position); a ValueError instead of a silent collision."""
+    if not (0 <= source_idx < (1 << _SOURCE_BITS) and 0 <= file_idx < MAX_FILES_PER_SOURCE
+            and 0 <= row_idx < MAX_ROWS_PER_FILE):
+        raise ValueError(f"record position out of range: source {source_idx} (< {1 << _SOURCE_BITS}), file "
+                         f"{file_idx} (< {MAX_FILES_PER_SOURCE}), position {row_idx} (< {MAX_ROWS_PER_FILE})")
     return (source_idx << (_FILE_BITS + _ROW_BITS)) | (file_idx << _ROW_BITS) | row_idx
 
 

@@ -14,18 +14,28 @@ from typing import Any
 CHAT_ROLES = ("system", "user", "assistant")
 
 # Reasons a row is quarantined (the job fails when they pass data.max_bad_fraction).
-BAD_REASONS = ("not_utf8", "malformed_json", "schema", "empty", "unreadable_file")
+BAD_REASONS = ("not_utf8", "malformed_json", "schema", "empty", "nul_byte", "too_large", "file_too_large",
+               "unreadable_file", "invalid")
 
 
 class BadRecord(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
-        assert reason in BAD_REASONS, reason
+        if reason not in BAD_REASONS:
+            raise ValueError(f"unknown quarantine reason {reason!r} (one of {', '.join(BAD_REASONS)})")
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
 
 
 def normalize_text(text: str, form: str) -> str:
+    """Line endings -> \\n and the Unicode form; BadRecord for text no UTF-8 file can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A lone surrogate escape such as "\\ud800": valid JSON, but not text.
+        raise BadRecord("not_utf8", f"not encodable as UTF-8: {exc.reason} at character {exc.start}") from None
+    if "\x00" in text:
+        raise BadRecord("nul_byte", f"holds a NUL character at {text.index(chr(0))}")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text if form == "none" else unicodedata.normalize(form, text)
 

@@ -18,30 +18,29 @@ SELECTED_SCHEMA = pa.schema([
 
 
 class SelectRecords:
-    """ok records not in `dropped` -> one row per copy, with split and shuffle order.
+    """ok records that are not duplicates -> one row per copy, with split and shuffle order.
 
-    `dropped` and `forced_validation` travel as object refs (they can be large); `only_split`
-    keeps one split (the streaming path builds one dataset per split).
+    `duplicates` is a list of object refs of Arrow tables with a `doc_id` column (loaded once per
+    worker process, never by the driver); `only_split` keeps one split (the streaming path builds
+    one dataset per split).
     """
 
-    def __init__(self, weights: list[float], seed: int, val_fraction: float, dropped, forced_validation,
+    def __init__(self, weights: list[float], seed: int, val_fraction: float, duplicates: list, forced_validation,
                  only_split: str | None = None) -> None:
         self.weights = np.asarray(weights, dtype=np.float64)
         self.seed = seed
         self.val_fraction = val_fraction
-        self.dropped = dropped
+        self.duplicates = duplicates
         self.forced_validation = forced_validation
         self.only_split = only_split
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import ray
+        from rayloom.data.dedup_ray import contains, load_ids
 
-        dropped = ray.get(self.dropped) if isinstance(self.dropped, ray.ObjectRef) else self.dropped
-        forced = ray.get(self.forced_validation) if isinstance(self.forced_validation, ray.ObjectRef) \
-            else self.forced_validation
+        forced = np.asarray(self.forced_validation, dtype=np.int64)
         batch = batch.filter(pc.equal(batch.column("status"), "ok"))
         ids = batch.column("doc_id").to_numpy()
-        keep = ~np.isin(ids, dropped)
+        keep = ~contains(load_ids(self.duplicates), ids)
         batch, ids = batch.filter(pa.array(keep)), ids[keep]
         copies = num_copies(ids, self.weights[source_of(ids)], self.seed)
         val = is_validation(ids, self.val_fraction, self.seed, forced)

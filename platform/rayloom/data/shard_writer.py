@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rayloom import storage
 from rayloom.config import DataConfig, ModelConfig
 from rayloom.data.record_ids import mix
 from rayloom.data.schema import SPLITS, Manifest, SplitStats, StreamSpec, TokenStats
@@ -34,7 +35,7 @@ class PackJob:
     model: ModelConfig
     kind: str                   # "lm" or "preference"
     weights: list[float]        # per source
-    dropped_ids: np.ndarray     # duplicates: never selected
+    duplicates: list            # object refs of Arrow tables of duplicate doc_ids: never selected
     forced: np.ndarray          # ids sent to the validation split whatever their hash
     pad_id: int
 
@@ -43,17 +44,17 @@ def tokenize_and_pack(records, job: PackJob, *, num_blocks: int, stage: str | No
                       only_split: str | None = None):
     """Lazy Dataset: shard summaries (`stage` set) or packed rows of `only_split` (streaming).
 
-    One map_batches stage over whole blocks on an actor pool (shards.TokenizePackShards); no more
-    actors than blocks, since each costs a process start and a tokenizer load.
+    One map_batches stage over whole blocks on an actor pool (shards.TokenizePackShards), which packs
+    each read chunk of a block on its own; no more actors than blocks, since each costs a process
+    start and a tokenizer load.
     """
-    import ray  # Ray stays out of `import rayloom.data`
-    import ray.data
+    import ray.data  # Ray stays out of `import rayloom.data`
 
     from rayloom.data.selection import SelectRecords
     from rayloom.data.shards import TokenizePackShards
 
     data = job.data
-    select = SelectRecords(job.weights, data.seed, data.val_fraction, ray.put(job.dropped_ids), ray.put(job.forced),
+    select = SelectRecords(job.weights, data.seed, data.val_fraction, job.duplicates, job.forced.tolist(),
                            only_split)
     return records.map_batches(
         TokenizePackShards,
@@ -103,19 +104,28 @@ def write_shards(records, job: PackJob, manifest: Manifest, destination, summary
 def stream_manifest(job: PackJob, manifest: Manifest, destination) -> Manifest:
     """data.materialize=false: write the dropped ids, record the stream spec; the content hash
     covers the inputs (sources, dropped ids, config, tokenizer) instead of shard bytes."""
-    import pyarrow as pa  # pyarrow stays out of `import rayloom.data`
+    import ray  # Ray stays out of `import rayloom.data`
 
-    from rayloom.data.shards import parquet_bytes
-
-    dropped = np.sort(np.asarray(job.dropped_ids, dtype=np.int64))
-    destination.write_bytes(DROPPED_FILE, parquet_bytes(pa.table({"doc_id": dropped})))
+    digest = ray.get(ray.remote(_write_dropped).remote(storage.join(destination.stage, DROPPED_FILE), job.duplicates))
     spec = StreamSpec(data=dataclasses.asdict(job.data), model=dataclasses.asdict(job.model), dropped=DROPPED_FILE,
                       forced_validation=job.forced.tolist())
     content = hashlib.sha256(json.dumps({"sources": [dataclasses.asdict(s) for s in manifest.sources],
-                                         "dropped": dropped.tolist(), "config": manifest.config_hash,
+                                         "dropped": digest, "config": manifest.config_hash,
                                          "tokenizer": manifest.tokenizer_hash}, sort_keys=True).encode()).hexdigest()
     return dataclasses.replace(manifest, materialized=False, splits={split: SplitStats() for split in SPLITS},
                                tokens=None, stream=spec, content_hash=content)
+
+
+def _write_dropped(uri: str, duplicates: list) -> str:
+    """In a Ray task: the duplicate ids as one Parquet file; returns its sha256."""
+    import pyarrow as pa
+
+    from rayloom.data.dedup_ray import load_ids
+    from rayloom.data.shards import parquet_bytes
+
+    data = parquet_bytes(pa.table({"doc_id": load_ids(duplicates)}))
+    storage.write_bytes(uri, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def sorted_counts(counter: dict) -> dict[str, int]:

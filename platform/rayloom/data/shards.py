@@ -1,14 +1,14 @@
 """Inside Ray Data actors: select, tokenize, pack and write one block of records at a time.
 
 TokenizePackShards is the job's one heavy stage (an actor pool, data.num_tokenize_actors): per
-input block - the records of one source file, as the read stage left them - it applies source
+read chunk - about data.read_block_bytes of one file's records, as the read stage left them - it applies source
 weights and the split (SelectRecords), shuffles the record copies (record_ids.order_key), tokenizes
 them (RecordTokenizer), packs each split's pieces into rows and writes them as Parquet shards of
 data.rows_per_shard rows. Tokens never travel through the object store and there is no
 all-to-all shuffle (an earlier design tokenized in one stage, then grouped the tokens by a hash
-for packing: more than twice as slow on 2 cores, see bench/results/data.md). Blocks are fixed by
-the input files (one block per file, see sources.read_source_files), so a rerun with the same
-config writes byte-identical files, named after the block's first record. Sources are mixed
+for packing: more than twice as slow on 2 cores, see bench/results/data.md). Chunks are fixed by
+the input files and data.read_block_bytes (readers.py), not by Ray's blocks or the cluster, so a
+rerun with the same config writes byte-identical files, named after the chunk's first record. Sources are mixed
 across shards by the manifest's (seeded) file order and within a shard by the row shuffle.
 """
 
@@ -77,10 +77,19 @@ class TokenizePackShards:
         self.fs, self.stage_path = storage.filesystem(stage) if stage is not None else (None, None)
 
     def __call__(self, block: pa.Table) -> pa.Table:
+        # Each read chunk is packed on its own, so the rows do not depend on how Ray grouped the
+        # chunks into blocks (or on the cluster).
+        chunks = block.column("chunk").to_numpy() if block.num_rows else np.zeros(0, dtype=np.int64)
+        _, first = np.unique(chunks, return_index=True)
+        out = [self._chunk(block.filter(pa.array(chunks == chunks[i])), int(chunks[i])) for i in sorted(first)]
+        if not out:
+            return self._pack([], 0)[0] if self.stage_path is None else SUMMARY_SCHEMA.empty_table()
+        return pa.concat_tables(out)
+
+    def _chunk(self, block: pa.Table, first_id: int) -> pa.Table:
         selected = self.select(block)
-        # A reproducible shuffle of the block's record copies (sources and copies interleave).
+        # A reproducible shuffle of the chunk's record copies (sources and copies interleave).
         selected = selected.take(pa.array(np.argsort(selected.column("order").to_numpy(), kind="stable")))
-        first_id = int(pc.min(block.column("doc_id")).as_py()) if block.num_rows else 0
         splits = selected.column("split").to_numpy(zero_copy_only=False)
         summaries, packed = [], []
         for split in SPLITS:

@@ -15,26 +15,35 @@ from rayloom.data.schema import MANIFEST, SPLITS, Manifest
 from rayloom.errors import UserError
 
 
-def read_manifest(output: str) -> Manifest:
-    """The manifest of the committed dataset at `output`, or a UserError when there is none."""
-    path = storage.join(output, MANIFEST)
-    if not storage.is_committed(output) or not storage.exists(path):
+def _resolve(output: str) -> tuple[str, Manifest]:
+    """(the current committed version's path, its manifest), resolved once through the marker."""
+    if not storage.is_committed(output):
         raise UserError(f"no committed shards at {output!r} (run `rayloom data` first, or point data.output there)")
+    version = storage.resolve_committed(output, "dataset")
+    path = storage.join(version, MANIFEST)
+    if not storage.exists(path):
+        raise UserError(f"no committed shards at {output!r}: the committed version has no {MANIFEST}")
     try:
-        return Manifest.from_dict(json.loads(storage.read_text(path)))
+        return version, Manifest.from_dict(json.loads(storage.read_text(path)))
     except ValueError as exc:
         raise UserError(f"{path} is not a rayloom manifest this version reads: {exc}") from None
 
 
+def read_manifest(output: str) -> Manifest:
+    """The manifest of the committed dataset at `output`, or a UserError when there is none."""
+    return _resolve(output)[1]
+
+
 def open_shards(output: str, splits: tuple[str, ...] = SPLITS) -> dict:
     """{split: ray.data.Dataset} over the Parquet shards listed in the manifest (or computed from
-    the sources when the data job did not materialise them). A split without rows is left out."""
-    manifest = read_manifest(output)
+    the sources when the data job did not materialise them). A split without rows is left out.
+    The version is resolved once: a dataset re-committed while training reads does not mix in."""
+    version, manifest = _resolve(output)
     if not manifest.materialized:
         # pyarrow, numpy and the tokenizing stages: only this path needs them.
         from rayloom.data.from_sources import open_from_sources
 
-        return open_from_sources(output, manifest, splits)
+        return open_from_sources(version, manifest, splits)
     import ray.data  # Ray stays out of `import rayloom.data`
 
     datasets = {}
@@ -42,7 +51,7 @@ def open_shards(output: str, splits: tuple[str, ...] = SPLITS) -> dict:
         files = manifest.splits[split].files if split in manifest.splits else []
         if not files:
             continue
-        uris = [storage.join(output, f) for f in files]
+        uris = [storage.join(version, f) for f in files]
         fs, _ = storage.filesystem(uris[0])
         paths = [storage.filesystem(u)[1] for u in uris]
         datasets[split] = ray.data.read_parquet(paths, filesystem=fs)

@@ -1,9 +1,7 @@
-"""Resolve `data.sources` to concrete files (local or s3://) and read them with Ray Data.
+"""Resolve `data.sources` to concrete files (local or s3://), in a fixed order.
 
-Files are read whole with `ray.data.read_binary_files` (one task per file, S3 through pyarrow's
-filesystem), and parsed by our own code in the same task: that is what lets a malformed line, a
-non-UTF-8 record or a corrupt Parquet file become a quarantined row instead of a crashed job.
-Large corpora should therefore come as many files (the usual sharded layout), not one huge file.
+Reading is readers.py (streaming, bounded, one huge file split into many read units) and
+parsing.py (every bad record becomes a quarantined row instead of a crashed job).
 """
 
 from __future__ import annotations
@@ -88,16 +86,6 @@ def resolve_sources(sources: list[SourceConfig]) -> list[SourceFiles]:
     if not sources:
         raise UserError("data.sources is empty: list at least one source (path, schema), or use data=demo")
     return [resolve_source(i, s) for i, s in enumerate(sources)]
-
-
-def read_source_files(source: SourceFiles):
-    """A Dataset with one row per file: bytes + path (the reader's path spelling, see fs_path)."""
-    import ray.data
-
-    fs, _ = storage.filesystem(source.files[0])
-    paths = [fs_path(f) for f in source.files]
-    return ray.data.read_binary_files(paths, filesystem=fs, include_paths=True,
-                                      override_num_blocks=len(paths))
 
 
 def fs_path(uri: str) -> str:

@@ -76,6 +76,7 @@ def _measure(label: str, src: Path, base: str, scratch: Path, size_mb: float, re
     def plain_read():
         if s3:
             local = scratch / f"plain-{uuid.uuid4().hex[:8]}"
+            local.mkdir()
             from pyarrow import fs as pafs
 
             fs, path = storage.filesystem(plain_targets[0])
@@ -98,7 +99,11 @@ def _measure(label: str, src: Path, base: str, scratch: Path, size_mb: float, re
 
 
 def run(quick: bool = False) -> Result:
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per S3 request otherwise
 
     total_mb = 10 if quick else 100
     repeats = 2 if quick else 3

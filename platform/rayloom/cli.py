@@ -24,6 +24,7 @@ from rayloom.log_setup import configure_logging
 from rayloom.serve.admin import VERBS as SERVE_VERBS
 from rayloom.serve.admin import add_serve_admin_command
 from rayloom.serve.chat import add_chat_command
+from rayloom.storage.commands import add_storage_command
 from rayloom.train.export import add_export_command
 
 # Tool commands: their arguments and the function they run come from their own packages.
@@ -34,6 +35,7 @@ TOOLS = {
     "cluster": add_cluster_command,
     "export": add_export_command,
     "serve-admin": add_serve_admin_command,
+    "storage": add_storage_command,
 }
 
 EPILOG = """examples:

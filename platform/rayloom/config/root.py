@@ -16,6 +16,7 @@ from rayloom.config.storage import StorageConfig
 from rayloom.config.tracking import TrackingConfig
 from rayloom.config.train import DeepSpeedConfig, ObjectiveConfig, PeftConfig, TrainConfig
 from rayloom.config.tune import TuneConfig
+from rayloom.storage import check_output_path
 
 
 @dataclass
@@ -38,6 +39,12 @@ class RayloomConfig:
     def __post_init__(self) -> None:
         # Cross-group checks live here, where every group is known; a group's schema checks itself.
         check_space_paths(self.tune.space, RayloomConfig)
+        # Outputs that would swallow the storage root (e.g. export_dir=runs) are refused at compose
+        # time; commit-time checks (rayloom.storage) also refuse a job's own inputs.
+        for key, output in (("train.export_dir", self.train.export_dir), ("eval.output", self.eval.output),
+                            ("data.output", self.data.output)):
+            if output:
+                check_output_path(output, root=self.storage.root, what=key)
 
 
 GROUP_SCHEMAS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayloom.config._validate import one_of, positive, require
+from rayloom.config._validate import one_of, positive, require, safe_name
 from rayloom.config.search_space import check_space_specs, flatten_space
 
 
@@ -67,8 +67,7 @@ class TuneConfig:
                 f"must be <= tune.num_reports={self.num_reports}", self.grace_period)
         require(bool(self.metric), "tune.metric", "must not be empty", self.metric)
         one_of(self.on_existing, ("resume", "overwrite", "error"), "tune.on_existing")
-        require(bool(self.name) and "/" not in self.name, "tune.name", "must be a non-empty name without '/'",
-                self.name)
+        safe_name(self.name, "tune.name")
         positive(self.trial_driver_cpus, "tune.trial_driver_cpus")
         require(self.scheduler != "pbt" or self.search_alg == "random", "tune.search_alg",
                 "PBT samples its own initial values: use tune.search_alg=random with tune.scheduler=pbt",

@@ -102,3 +102,18 @@ def test_guard_rejects_oversized_bodies_declared_or_streamed(guarded):
 def test_guard_lets_cors_preflight_through(guarded):
     response = guarded.options("/v1/echo")
     assert response.status_code != 401
+
+
+def test_post_bodies_are_json_whatever_the_client_labels_them():
+    """An unlabelled body is read as JSON; another media type is a 415, never a 500 from the app."""
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"content_type": request.headers.get("content-type"), "body": await request.json()})
+
+    app = RequestGuard(Starlette(routes=[Route("/echo", echo, methods=["POST"])]),
+                       auth=AuthSettings(require_api_key=False, api_key_env="", api_key_file=""), max_body_bytes=1000)
+    client = TestClient(app)
+    unlabelled = client.post("/echo", content=b'{"a": 1}')
+    assert unlabelled.status_code == 200 and unlabelled.json() == {"content_type": "application/json", "body": {"a": 1}}
+    assert client.post("/echo", json={"a": 2}).json()["body"] == {"a": 2}
+    wrong = client.post("/echo", content=b'{"a": 1}', headers={"content-type": "text/plain"})
+    assert wrong.status_code == 415 and wrong.json()["error"]["code"] == "unsupported_media_type"

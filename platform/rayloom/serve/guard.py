@@ -39,6 +39,16 @@ class RequestGuard:
                 401, "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'.",
                 code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}))
             return
+        if scope.get("method") == "POST":
+            content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+            if not content_type:
+                # Every body of the OpenAI API is JSON: read an unlabelled one as JSON (FastAPI would
+                # otherwise validate raw bytes, and the library's error handler fails on them: a 500).
+                scope = {**scope, "headers": [*scope.get("headers", []), (b"content-type", b"application/json")]}
+            elif content_type != "application/json" and not content_type.endswith("+json"):
+                await send_error(send, RequestRejected(415, f"request bodies are JSON (Content-Type: application/json), "
+                                                            f"got {content_type!r}", code="unsupported_media_type"))
+                return
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():

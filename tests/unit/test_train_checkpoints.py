@@ -107,3 +107,18 @@ def test_on_existing_policies(tmp_path, policy):
         assert prepare_run_dir(cfg, directory) is None and not ckpts.list_checkpoints(directory)
     else:
         assert prepare_run_dir(cfg, directory) == (4, newest)
+
+
+def test_export_refuses_outputs_that_would_replace_its_input_or_a_foreign_folder(tmp_path):
+    """#15: the output may not be the checkpoint or a folder above it; a folder rayloom did not
+    write is refused (nothing is built, nothing deleted) unless --force."""
+    run = str(tmp_path / "run")
+    checkpoint = _checkpoint(run, 3)
+    with pytest.raises(UserError, match="own input"):
+        export_main([checkpoint, "--out", run])
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="force|overwrite"):
+        export_main([checkpoint, "--out", str(foreign)])
+    assert (foreign / "notes.txt").read_text() == "keep me"

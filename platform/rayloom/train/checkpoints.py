@@ -31,6 +31,7 @@ from rayloom import storage
 from rayloom.config import RayloomConfig
 from rayloom.errors import UserError
 from rayloom.models.peft_wrap import copy_side_files
+from rayloom.train.safe_load import check_checkpoint_files, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def latest_complete(run_dir: str) -> tuple[int, str] | None:
 
 
 def read_state(checkpoint_uri: str) -> TrainerState:
-    return TrainerState.from_json(storage.read_text(storage.join(checkpoint_uri, STATE_FILE)))
+    path = storage.resolve_committed(checkpoint_uri, "checkpoint")
+    return TrainerState.from_json(storage.read_text(storage.join(path, STATE_FILE)))
 
 
 def mark_complete(filesystem, checkpoint_path: str) -> None:
@@ -149,21 +151,21 @@ def choose_resume(run_dir: str, ray_checkpoint) -> str | None:
 def resume(engine, checkpoint_uri: str, fresh: TrainerState, rank: int, world: int, uses_peft: bool) -> TrainerState:
     """Load the engine's state and this rank's RNG state; return the checkpoint's TrainerState with
     this start added to its resume history."""
-    import torch  # heavy; the driver-side readers above never need it
-
     saved = read_state(checkpoint_uri)
     if saved.world_size != world or saved.tensor_parallel_size != fresh.tensor_parallel_size:
         raise UserError(f"checkpoint {checkpoint_uri} was written by {saved.world_size} workers (tensor parallel "
                         f"{saved.tensor_parallel_size}); resume with train.num_workers={saved.world_size}, or export "
                         "it (`rayloom export`) and start a new run from the exported model")
-    with storage.local_copy(checkpoint_uri) as local:
+    with storage.local_copy(storage.resolve_committed(checkpoint_uri, "checkpoint")) as local:
+        # DeepSpeed unpickles its files with weights_only=False: scan them for code first.
+        check_checkpoint_files(local)
         load_path, _ = engine.load_checkpoint(str(Path(local) / DS_DIR), tag=saved.ds_tag,
                                               load_module_strict=not uses_peft)
         if load_path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {checkpoint_uri}")
         rng_file = Path(local) / RNG_DIR / f"rank{rank}.pt"
         if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=False))
+            _set_rng_state(safe_torch_load(rng_file))
     name = checkpoint_uri.rstrip("/").rsplit("/", 1)[-1]
     saved.resumes = [*saved.resumes, {"from_step": saved.step, "checkpoint": name}]
     saved.final = False
@@ -232,10 +234,14 @@ def _write_final_model(engine, cfg: RayloomConfig, model_dir: Path, local: Path,
 
 
 def _rng_state() -> dict:
+    """Every generator's state as tensors, ints and tuples: loadable with weights_only=True."""
     import numpy as np
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -246,7 +252,11 @@ def _set_rng_state(state: dict) -> None:
     import torch
 
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    if isinstance(saved, dict):
+        saved = (saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
+                 saved["gauss"])
+    np.random.set_state(saved)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

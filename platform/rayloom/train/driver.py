@@ -81,6 +81,10 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     check_config(cfg)
     name = cfg.train.run_name
     paths = RunPaths.of(cfg, data_output=data_output)
+    if cfg.train.export:  # refuse a bad export path before training, not after it
+        storage.check_output_path(paths.export_dir, inputs=[paths.run_dir, paths.data_output],
+                                  root=cfg.storage.root, what="train.export_dir")
+        storage.check_writable(paths.export_dir, kind="model", overwrite=cfg.train.overwrite)
     build_objective = objective_builder(cfg.objective.name)
     objective = build_objective(cfg)
     data, seq_len, rows = open_training_data(cfg, datasets, paths.data_output, objective.columns,
@@ -164,7 +168,8 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     if cfg.peft.method != "none" and storage.exists(storage.join(checkpoint, ckpts.ADAPTER_DIR)):
         result.adapter_dir = storage.join(checkpoint, ckpts.ADAPTER_DIR)
     if cfg.train.export:
-        result.model_dir = export_checkpoint(checkpoint, paths.export_dir, base_model_dir=resolve_model_dir(cfg.model))
+        result.model_dir = export_checkpoint(checkpoint, paths.export_dir, base_model_dir=resolve_model_dir(cfg.model),
+                                             root=cfg.storage.root, overwrite=cfg.train.overwrite)
         _write_model_lineage(cfg, result, None if datasets is not None else paths.data_output)
     return result
 

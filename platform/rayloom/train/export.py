@@ -19,6 +19,7 @@ from pathlib import Path
 from rayloom import storage
 from rayloom.errors import UserError
 from rayloom.train import checkpoints as ckpts
+from rayloom.train.safe_load import check_checkpoint_files, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,12 @@ def consolidate_deepspeed(ds_dir: Path, state: ckpts.TrainerState, base_model_di
         files = sorted((ds_dir / state.ds_tag).glob("mp_rank_00_model_states.pt"))
         if not files:
             raise UserError(f"{ds_dir / state.ds_tag} holds no DeepSpeed model states")
-        state_dict = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
+        state_dict = safe_torch_load(files[0])["module"]
     else:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
+        # zero_to_fp32 unpickles with weights_only=False: scan the files for code first.
+        check_checkpoint_files(ds_dir / state.ds_tag)
         state_dict = get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=state.ds_tag)
     model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=getattr(torch, state.model_dtype))
     if peft_dir is not None:
@@ -71,14 +74,21 @@ def consolidate_deepspeed(ds_dir: Path, state: ckpts.TrainerState, base_model_di
     return model
 
 
-def export_checkpoint(checkpoint_uri: str, out_uri: str, base_model_dir: str | Path | None = None) -> str:
-    """Write the HF directory for a complete checkpoint to `out_uri`; returns `out_uri`."""
+def export_checkpoint(checkpoint_uri: str, out_uri: str, base_model_dir: str | Path | None = None, *,
+                      root: str | None = None, overwrite: bool = False) -> str:
+    """Write the HF directory for a complete checkpoint to `out_uri`; returns `out_uri`.
+
+    `out_uri` may not be the storage `root`, the checkpoint or a folder above either, and an existing
+    `out_uri` that is not a committed rayloom model is refused unless `overwrite` (then it is moved
+    aside, never deleted; storage.commit_dir)."""
     from rayloom.models.peft_wrap import copy_side_files, merge_adapter
 
     checkpoint_uri = resolve_checkpoint(checkpoint_uri)
+    storage.check_output_path(out_uri, inputs=[checkpoint_uri], root=root, what="export output")
+    storage.check_writable(out_uri, kind="model", overwrite=overwrite)
     state = ckpts.read_state(checkpoint_uri)
     base = str(base_model_dir or state.base_model)
-    with storage.local_copy(checkpoint_uri) as local, tempfile.TemporaryDirectory(prefix="rayloom-export-") as tmp:
+    with storage.local_copy(storage.resolve_committed(checkpoint_uri, "checkpoint")) as local, tempfile.TemporaryDirectory(prefix="rayloom-export-") as tmp:
         local = Path(local)
         out = Path(tmp) / "model"
         if (local / ckpts.MODEL_DIR / "config.json").is_file():
@@ -93,7 +103,7 @@ def export_checkpoint(checkpoint_uri: str, out_uri: str, base_model_dir: str | P
             model.save_pretrained(out)
             copy_side_files(base, out)
             source = out
-        storage.commit_dir(source, out_uri)
+        storage.commit_dir(source, out_uri, kind="model", overwrite=overwrite)
     log.info("exported %s -> %s", checkpoint_uri, out_uri)
     return out_uri if storage.is_s3(out_uri) else str(Path(out_uri).resolve())
 
@@ -121,6 +131,8 @@ def add_export_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory (local or s3://)")
     parser.add_argument("--base", help="base model HF directory (default: the one recorded in the checkpoint)")
     parser.add_argument("--adapter", help="merge this peft adapter directory into --base instead")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing --out that rayloom did not write (it is moved aside, not deleted)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="weights dtype for --adapter merges")
     parser.set_defaults(run=run_export)
@@ -148,9 +160,10 @@ def run_export(args: argparse.Namespace) -> int:
         _require_base(args.base)
         with storage.local_copy(args.adapter) as adapter, tempfile.TemporaryDirectory() as tmp:
             merged = merge_adapter(args.base, adapter, Path(tmp) / "model", args.dtype)
-            storage.commit_dir(merged, args.out)
+            storage.check_output_path(args.out, inputs=[args.adapter, args.base], what="--out")
+            storage.commit_dir(merged, args.out, kind="model", overwrite=args.force)
         print(f"exported {args.out}")
         return 0
-    out = export_checkpoint(args.source, args.out, base_model_dir=args.base)
+    out = export_checkpoint(args.source, args.out, base_model_dir=args.base, overwrite=args.force)
     print(f"exported {out}")
     return 0

@@ -98,10 +98,12 @@ def retarget_hyperparameters(checkpoint_dir: Path, cfg: RayloomConfig) -> None:
     """
     import torch
 
+    from rayloom.train.safe_load import safe_torch_load
+
     state = ckpts.TrainerState.from_json((checkpoint_dir / ckpts.STATE_FILE).read_text())
     tag_dir = checkpoint_dir / ckpts.DS_DIR / state.ds_tag
     for path in sorted(tag_dir.glob("*.pt")):
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = safe_torch_load(path)  # weights_only=True: no code runs from a checkpoint
         changed = False
         scheduler = data.get("lr_scheduler") if isinstance(data, dict) else None
         if isinstance(scheduler, dict) and "base_lrs" in scheduler:

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO_ROOT
-
 
 def pytest_collection_modifyitems(config, items):
     import importlib.util

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers.train_fixtures import pretrain_rows, write_shards
 from helpers import REPO_ROOT
+from helpers.train_fixtures import pretrain_rows, write_shards
 
 pytestmark = pytest.mark.integration
 

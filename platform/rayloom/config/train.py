@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rayloom.config._validate import fraction, non_negative, one_of, positive, require, safe_name
 
@@ -158,7 +159,20 @@ class ObjectiveConfig:
 @dataclass
 class TrainConfig:
     run_name: str = "tiny"
-    num_workers: int = 2
+    # An int (a fixed worker count) or [min, max]: elastic training on Ray Train V2 - the run starts
+    # once `min` workers fit, grows when nodes join and shrinks when they leave, resuming from the
+    # newest checkpoint (DeepSpeed universal checkpoints when the size changes). After validation
+    # num_workers is the maximum and min_workers the minimum (0: a fixed count).
+    num_workers: Any = 2
+    min_workers: int = 0
+    # Elastic runs: how often (s) Ray Train looks for room to grow the worker group.
+    elastic_resize_interval_s: float = 60.0
+    # Extra Ray resources each worker asks for (e.g. {"spot_gpu_slot": 1}) beside CPU/GPU.
+    worker_resources: dict[str, float] = field(default_factory=dict)
+    # Ask Ray Train every this many steps whether a node of the run is being preempted (a drain:
+    # spot notice, `ray drain-node`, SIGTERM to `ray start --block`); on a notice every worker
+    # checkpoints at the next step boundary. 0 -> never ask.
+    preemption_check_every: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 1
     lr: float = 1e-3
@@ -176,6 +190,7 @@ class TrainConfig:
     eval_every: int = 50
     # Where Ray Train keeps run state and checkpoints; empty -> <storage.root>/train.
     storage_path: str = ""
+    # Restarts after worker failures; elastic runs with 0 get rayloom.train's default (10).
     max_failures: int = 0
     prefetch_batches: int = 2
     # Peak FLOP/s per worker used for MFU; 0 -> measured at start-up with a matmul probe.
@@ -200,7 +215,7 @@ class TrainConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        positive(self.num_workers, "train.num_workers")
+        self._normalize_workers()
         positive(self.cpus_per_worker, "train.cpus_per_worker")
         positive(self.lr, "train.lr")
         fraction(self.min_lr_ratio, "train.min_lr_ratio")
@@ -210,9 +225,21 @@ class TrainConfig:
         positive(self.micro_batch_size, "train.micro_batch_size")
         non_negative(self.global_batch_size, "train.global_batch_size")
         if self.global_batch_size:
-            per_step = self.micro_batch_size * self.num_workers
-            require(self.global_batch_size % per_step == 0, "train.global_batch_size",
-                    f"must be a multiple of micro_batch_size*num_workers={per_step}", self.global_batch_size)
+            for workers in range(self.smallest_workers, self.num_workers + 1):
+                per_step = self.micro_batch_size * workers
+                require(self.global_batch_size % per_step == 0, "train.global_batch_size",
+                        f"must be a multiple of micro_batch_size*num_workers={per_step}"
+                        + (f" for every worker count in [{self.min_workers}, {self.num_workers}]"
+                           if self.elastic else ""), self.global_batch_size)
+        require(self.global_batch_size > 0 or not self.elastic, "train.global_batch_size",
+                "elastic training (train.num_workers=[min, max]) needs a fixed global batch: set it to a multiple "
+                "of micro_batch_size * every worker count in the range", self.global_batch_size)
+        positive(self.elastic_resize_interval_s, "train.elastic_resize_interval_s")
+        non_negative(self.preemption_check_every, "train.preemption_check_every")
+        for name, amount in self.worker_resources.items():
+            require(name not in ("CPU", "GPU"), "train.worker_resources", "CPU/GPU come from train.cpus_per_worker "
+                    "and train.use_gpu", name)
+            positive(amount, f"train.worker_resources.{name}")
         non_negative(self.grad_clip, "train.grad_clip")
         positive(self.checkpoint_every, "train.checkpoint_every")
         positive(self.eval_every, "train.eval_every")
@@ -228,3 +255,28 @@ class TrainConfig:
         require(self.warmup_steps < self.max_steps or self.warmup_steps == 0, "train.warmup_steps",
                 f"must be smaller than train.max_steps={self.max_steps}", self.warmup_steps)
         safe_name(self.run_name, "train.run_name")
+
+    def _normalize_workers(self) -> None:
+        """num_workers: an int, or [min, max] -> num_workers=max, min_workers=min."""
+        value = self.num_workers
+        if isinstance(value, list | tuple):
+            require(len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+                    "train.num_workers", "give an int or a [min, max] pair of ints", list(value))
+            self.min_workers, self.num_workers = int(value[0]), int(value[1])
+        else:
+            require(isinstance(value, int) and not isinstance(value, bool), "train.num_workers",
+                    "give an int or a [min, max] pair of ints", value)
+        positive(self.num_workers, "train.num_workers")
+        non_negative(self.min_workers, "train.min_workers")
+        require(self.min_workers <= self.num_workers, "train.num_workers",
+                f"min {self.min_workers} must not exceed max {self.num_workers}", [self.min_workers, self.num_workers])
+
+    @property
+    def elastic(self) -> bool:
+        """True when the worker count is a range (Ray Train V2 elastic scaling)."""
+        return 0 < self.min_workers < self.num_workers
+
+    @property
+    def smallest_workers(self) -> int:
+        """The fewest workers the run trains with (num_workers for a fixed count)."""
+        return self.min_workers if self.elastic else self.num_workers

@@ -51,8 +51,10 @@ class TrainerState:
 
     step: int = 0
     epoch: int = 0
-    # Rows of the current epoch this worker has consumed (every worker consumes the same number).
+    # Rows of the current epoch consumed: per worker in "split" mode (every worker consumes the same
+    # number), the global sample offset in "stride" mode (rayloom.train.elastic.global_offset).
     rows_in_epoch: int = 0
+    data_mode: str = "split"
     tokens_seen: int = 0
     samples_seen: int = 0
     # Resume history: [{"from_step": n, "checkpoint": name}] — one entry per (re)start from a checkpoint.
@@ -148,26 +150,37 @@ def choose_resume(run_dir: str, ray_checkpoint) -> str | None:
     return newest[1] if newest else None
 
 
-def resume(engine, checkpoint_uri: str, fresh: TrainerState, rank: int, world: int, uses_peft: bool) -> TrainerState:
+def resume(engine, checkpoint_uri: str, fresh: TrainerState, rank: int, world: int, uses_peft: bool,
+           universal: tuple[str, str] | None = None) -> TrainerState:
     """Load the engine's state and this rank's RNG state; return the checkpoint's TrainerState with
-    this start added to its resume history."""
+    this start added to its resume history. `universal` = (committed universal checkpoint URI, its
+    tag) when the checkpoint was written at another world size (rayloom.train.universal)."""
     saved = read_state(checkpoint_uri)
-    if saved.world_size != world or saved.tensor_parallel_size != fresh.tensor_parallel_size:
+    if (saved.world_size != world and universal is None and saved.zero_stage >= 1) \
+            or saved.tensor_parallel_size != fresh.tensor_parallel_size:
         raise UserError(f"checkpoint {checkpoint_uri} was written by {saved.world_size} workers (tensor parallel "
                         f"{saved.tensor_parallel_size}); resume with train.num_workers={saved.world_size}, or export "
                         "it (`rayloom export`) and start a new run from the exported model")
     with storage.local_copy(storage.resolve_committed(checkpoint_uri, "checkpoint")) as local:
         # DeepSpeed unpickles its files with weights_only=False: scan them for code first.
         check_checkpoint_files(local)
-        load_path, _ = engine.load_checkpoint(str(Path(local) / DS_DIR), tag=saved.ds_tag,
-                                              load_module_strict=not uses_peft)
+        if universal is None:
+            load_path, _ = engine.load_checkpoint(str(Path(local) / DS_DIR), tag=saved.ds_tag,
+                                                  load_module_strict=not uses_peft)
+        else:
+            with storage.local_copy(storage.resolve_committed(universal[0], "universal checkpoint")) as converted:
+                check_checkpoint_files(converted)
+                load_path, _ = engine.load_checkpoint(str(converted), tag=universal[1],
+                                                      load_module_strict=not uses_peft)
         if load_path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {checkpoint_uri}")
+        # RNG streams are per rank; a rank the checkpoint did not have keeps its fresh seed.
         rng_file = Path(local) / RNG_DIR / f"rank{rank}.pt"
         if rng_file.is_file():
             _set_rng_state(safe_torch_load(rng_file))
     name = checkpoint_uri.rstrip("/").rsplit("/", 1)[-1]
-    saved.resumes = [*saved.resumes, {"from_step": saved.step, "checkpoint": name}]
+    saved.resumes = [*saved.resumes, {"from_step": saved.step, "checkpoint": name, "from_workers": saved.world_size,
+                                      "workers": world, "universal": universal is not None}]
     saved.final = False
     if rank == 0:
         log.info("resumed from %s at step %d (epoch %d, %d rows into it)", name, saved.step, saved.epoch,
@@ -189,8 +202,9 @@ def save_and_report(engine, state: TrainerState, metrics: dict, cfg: RayloomConf
         (local / DS_DIR).mkdir()
         uses_peft = cfg.peft.method != "none"
         # Frozen base weights of a PEFT run are not saved: they come back from the base model.
+        # UNIVERSAL_CHECKPOINT_INFO lets ds_to_universal convert this save for another world size.
         engine.save_checkpoint(str(local / DS_DIR), tag=state.ds_tag,
-                               client_state={"trainer_state": json.loads(state.to_json())},
+                               client_state={"trainer_state": json.loads(state.to_json()), **universal_info()},
                                exclude_frozen_parameters=uses_peft)
         (local / RNG_DIR).mkdir()
         torch.save(_rng_state(), local / RNG_DIR / f"rank{rank}.pt")
@@ -210,6 +224,16 @@ def save_and_report(engine, state: TrainerState, metrics: dict, cfg: RayloomConf
         dist.barrier()
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def universal_info() -> dict:
+    from deepspeed.checkpoint.constants import (
+        UNIVERSAL_CHECKPOINT_INFO,
+        UNIVERSAL_CHECKPOINT_VERSION_KEY,
+        UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+    )
+
+    return {UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
 
 
 def _write_final_model(engine, cfg: RayloomConfig, model_dir: Path, local: Path, rank: int) -> None:

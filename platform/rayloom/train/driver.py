@@ -22,6 +22,7 @@ from rayloom.errors import UserError
 from rayloom.models import resolve_model_dir
 from rayloom.runtime import apply_storage_env, ray_session
 from rayloom.train import checkpoints as ckpts
+from rayloom.train import elastic
 from rayloom.train._data import open_training_data
 from rayloom.train._monitor import Monitor, build_metrics_callback
 from rayloom.train._workers import user_error_in, worker_runtime_env
@@ -101,7 +102,8 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     prepare_run_dir(cfg, paths.run_dir)
     # Tensor-parallel peers must see identical batches: every worker reads all rows and keeps its
     # data-parallel rank's share, instead of Ray Data splitting the stream between workers.
-    every_worker_reads_all_rows = cfg.deepspeed.tensor_parallel_size > 1
+    # Elastic runs too: the data position is then a global sample offset, the same at every size.
+    every_worker_reads_all_rows = cfg.deepspeed.tensor_parallel_size > 1 or cfg.train.elastic
     job = TrainJob(cfg=cfg, run_dir=paths.run_dir, build_objective=build_objective,
                    data_mode="stride" if every_worker_reads_all_rows else "split",
                    has_validation="validation" in data)
@@ -110,18 +112,18 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     metrics_queue = Queue(actor_options={"num_cpus": 0})
     trackers = build_trackers(cfg, name)
     monitor = Monitor(metrics_queue, cfg, trackers, name, on_report)
-    resources = {"CPU": cfg.train.cpus_per_worker}
+    resources = {**cfg.train.worker_resources, "CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
         train_fn,
         train_loop_config={"job": job},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+        scaling_config=ray.train.ScalingConfig(**elastic.scaling_kwargs(cfg.train), use_gpu=cfg.train.use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=name,
             **ray_storage_options(paths.storage_path),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=elastic.max_failures(cfg.train)),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=[build_metrics_callback(metrics_queue)],
             worker_runtime_env=worker_runtime_env(cfg),

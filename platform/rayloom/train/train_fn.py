@@ -22,7 +22,9 @@ from rayloom.log_setup import configure_logging
 from rayloom.models import load_model, resolve_model_dir
 from rayloom.models.peft_wrap import count_parameters, load_quantized_base, wrap_with_peft
 from rayloom.train import checkpoints as ckpts
+from rayloom.train import universal
 from rayloom.train.ds_config import build_batch_geometry, build_deepspeed_config
+from rayloom.train.elastic import PreemptionWatch, global_offset, rows_to_skip
 from rayloom.train.metrics import ThroughputWindow, flops_per_token, measure_peak_flops, memory_gib
 from rayloom.train.objectives import Objective
 from rayloom.train.optim import build_lr_scheduler, param_groups
@@ -71,9 +73,18 @@ def train_fn(config: dict) -> None:
     # initialised (LoRA) weights, so the copies must be identical.
     _seed_everything(train.seed)
 
+    # --- which checkpoint to resume from (rank 0 decides, and converts it once to a universal
+    # checkpoint when it was written at another world size; everyone follows) ---
+    choice = [_choose_resume(job, world, ray.train.get_checkpoint()) if rank == 0 else None]
+    dist.broadcast_object_list(choice, src=0)
+    resume_uri, universal, convert_s = choice[0] or (None, None, 0.0)
+    startup_s["choose_resume"] = time.perf_counter() - fn_started
+
     # --- model, objective, DeepSpeed engine ---
     geometry = build_batch_geometry(train, cfg.deepspeed, world)
     ds_config = build_deepspeed_config(train, cfg.deepspeed, geometry)
+    if universal is not None:  # only on the attempt that loads the universal form
+        ds_config["checkpoint"] = {"load_universal": True}
     model_dir = resolve_model_dir(cfg.model)
     model = _build_model(cfg, model_dir, device)
     startup_s["model"] = time.perf_counter() - fn_started
@@ -96,15 +107,22 @@ def train_fn(config: dict) -> None:
     tp = geometry.tensor_parallel_size
     dp_rank = rank // tp  # DeepSpeed's AutoTP mesh puts each tensor-parallel group on consecutive ranks
 
-    # --- resume from the newest complete checkpoint (rank 0 decides, everyone follows) ---
+    # --- resume ---
     state = ckpts.TrainerState(world_size=world, zero_stage=cfg.deepspeed.zero_stage, tensor_parallel_size=tp,
                                precision=cfg.deepspeed.precision, peft_method=cfg.peft.method,
                                model_dtype=cfg.model.dtype, objective=cfg.objective.name,
-                               base_model=str(model_dir))
-    choice = [ckpts.choose_resume(job.run_dir, ray.train.get_checkpoint()) if rank == 0 else None]
-    dist.broadcast_object_list(choice, src=0)
-    if choice[0] is not None:
-        state = ckpts.resume(engine, choice[0], state, rank, world, uses_peft=cfg.peft.method != "none")
+                               base_model=str(model_dir), data_mode=job.data_mode)
+    skip_rows = 0
+    if resume_uri is not None:
+        saved = ckpts.resume(engine, resume_uri, state, rank, world, uses_peft=cfg.peft.method != "none",
+                             universal=universal)
+        skip_rows = rows_to_skip(saved, job.data_mode, geometry.data_parallel_size)
+        if saved.resumes:
+            saved.resumes[-1]["convert_s"] = round(convert_s, 3)
+        # The run continues at this size, in this attempt's data mode, from the global offset.
+        saved.world_size, saved.rows_in_epoch = world, global_offset(saved) if job.data_mode == "stride" else skip_rows
+        saved.data_mode = job.data_mode
+        state = saved
     # One token per attempt, shared by all ranks, so checkpoint names never collide with an earlier attempt's.
     token = [uuid.uuid4().hex[:6] if rank == 0 else None]
     dist.broadcast_object_list(token, src=0)
@@ -133,8 +151,8 @@ def train_fn(config: dict) -> None:
     strided = job.data_mode == "stride"
     micro_batch_stride = geometry.data_parallel_size if strided else 1
     micro_batch_offset = dp_rank if strided else 0
-    steps = _iter_steps(train_shard, objective.columns, geometry, state, micro_batch_stride, micro_batch_offset,
-                        train.prefetch_batches)
+    steps = _iter_steps(train_shard, objective.columns, geometry, state.epoch, skip_rows, micro_batch_stride,
+                        micro_batch_offset, train.prefetch_batches)
 
     # --- the loop ---
     # ray.train.report is a barrier whose queue the Ray Train controller drains on its own poll
@@ -149,6 +167,7 @@ def train_fn(config: dict) -> None:
     report_flag, last_report = 0.0, time.perf_counter()
     engine.train()
     window = ThroughputWindow()
+    preemption = PreemptionWatch(train.preemption_check_every, rank)
     while state.step < train.max_steps:
         fetch_start = time.perf_counter()
         epoch, rows_in_epoch, micro_batches = next(steps)
@@ -186,7 +205,9 @@ def train_fn(config: dict) -> None:
         window.add_step(global_tokens, geometry.global_batch_size * seq_len, data_wait_s)
 
         last = state.step >= train.max_steps
-        checkpoint_now = last or state.step % train.checkpoint_every == 0
+        # A drain notice (spot reclaim, `ray drain-node`): checkpoint at this step boundary.
+        notice = preemption.poll(state.step) if not last else None
+        checkpoint_now = last or state.step % train.checkpoint_every == 0 or notice is not None
         eval_now = val_shard is not None and (last or state.step % train.eval_every == 0)
         if checkpoint_now or eval_now or state.step % cfg.tracking.log_every == 0:
             metrics = {
@@ -201,6 +222,8 @@ def train_fn(config: dict) -> None:
                 "global_batch_size": geometry.global_batch_size, "num_workers": world,
                 "num_params": num_params, "num_trainable": num_trainable, "params_local": params_local,
             }
+            if notice is not None:
+                metrics["preemption_checkpoint"] = 1
             if eval_now:
                 if val_batches is None:
                     val_batches = _validation_batches(val_shard, geometry.micro_batch_size,
@@ -219,11 +242,32 @@ def train_fn(config: dict) -> None:
             else:
                 ray.train.report(payload)
             recorded, last_report = [], time.perf_counter()
+            if notice is not None:
+                # Steps taken now would be lost when the node leaves: wait for it to go (Ray Train
+                # then restarts the run from this checkpoint) or for the deadline to pass.
+                preemption.wait_out(notice)
+                last_report = time.perf_counter()
             window.exclude(last_report - report_started)  # the report's own time is not a step's
         report_flag = float(rank == 0 and time.perf_counter() - last_report >= cfg.tracking.report_interval_s)
 
 
 # --- set-up helpers ---
+
+def _choose_resume(job: TrainJob, world: int, ray_checkpoint) -> tuple[str, tuple[str, str] | None, float] | None:
+    """Rank 0: (checkpoint URI, (universal URI, tag) or None, seconds converting) or None (fresh start)."""
+    uri = ckpts.choose_resume(job.run_dir, ray_checkpoint)
+    if uri is None:
+        return None
+    saved = ckpts.read_state(uri)
+    ds = job.cfg.deepspeed
+    universal.check_resizable(saved, world, uri, uses_nvme="nvme" in (ds.offload_optimizer, ds.offload_param))
+    universal.prune_orphans(job.run_dir)
+    if not universal.needs_universal(saved, world):
+        return uri, None, 0.0
+    converted, seconds = universal.ensure_universal(uri, saved)
+    log.info("resuming %d workers from %s, written by %d: loading its universal form", world, uri, saved.world_size)
+    return uri, (converted, universal.universal_tag(saved)), seconds
+
 
 def _configure_worker_logging(rank: int) -> None:
     """Rank 0 speaks for rayloom at INFO; libraries and the other ranks only warn."""
@@ -269,17 +313,18 @@ def _build_model(cfg: RayloomConfig, model_dir: Path, device):
 
 # --- data ---
 
-def _iter_steps(shard, columns, geometry, state, stride: int, offset: int, prefetch: int) -> Iterator:
+def _iter_steps(shard, columns, geometry, epoch: int, skip_rows: int, stride: int, offset: int,
+                prefetch: int) -> Iterator:
     """Yield (epoch, rows passed in the epoch's stream, [micro-batches]) for each optimizer step, forever.
 
     The stream is cut into chunks of accumulation * stride micro-batches; a worker takes every
     stride-th micro-batch of a chunk starting at its offset. Incomplete chunks at the end of an
     epoch are dropped (all workers see equally long streams, so they all drop them). A resumed run
-    skips the rows its checkpoint had already consumed in the current epoch.
+    skips `skip_rows` rows of the stream in its first epoch (rayloom.train.elastic.rows_to_skip).
     """
     micro = geometry.micro_batch_size
     chunk_size = geometry.grad_accum * stride
-    epoch, skip = state.epoch, state.rows_in_epoch // micro
+    skip = skip_rows // micro
     while True:
         yielded, index, chunk = False, 0, []
         for batch in shard.iter_torch_batches(batch_size=micro, drop_last=True, prefetch_batches=prefetch):

@@ -66,7 +66,7 @@ def test_compare_two_runs_side_by_side(tmp_path):
 
 
 def test_eval_presets_compose():
-    assert compose("eval", []).eval.tasks[:4] == ["demo_add", "demo_next", "demo_upper", "demo_repeat"]
+    assert compose("eval", []).eval.harness.tasks[:4] == ["demo_add", "demo_next", "demo_upper", "demo_repeat"]
     full = compose("eval", ["eval=full"]).eval
     assert full.human_review.export and "python_mc" in full.robustness.tasks
     endpoint = compose("eval", ["eval=endpoint"]).eval
@@ -84,7 +84,8 @@ def test_eval_presets_compose():
     ("eval.robustness.perturbations=[typo,shout]", "eval.robustness.perturbations"),
     ("eval.num_replicas=0", "eval.num_replicas"),
     ("eval.human_review.kappa_weights=cubic", "eval.human_review.kappa_weights"),
-    ("eval.tasks=[demo_add,demo_add]", "eval.tasks"),
+    ("eval.harness.tasks=[demo_add,demo_add]", "eval.harness.tasks"),
+    ("eval.harness.endpoint_api=grpc", "eval.harness.endpoint_api"),
 ])
 def test_bad_eval_config_names_the_key(override, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):

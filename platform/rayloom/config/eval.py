@@ -123,20 +123,47 @@ class HumanReviewConfig:
         one_of(self.kappa_weights, KAPPA_WEIGHTS, "eval.human_review.kappa_weights")
 
 
+DEMO_TASKS = ("demo_add", "demo_next", "demo_upper", "demo_repeat")
+
+
 @dataclass
-class LmEvalConfig:
-    # lm-evaluation-harness task names run against the endpoint (needs `pip install lm-eval`);
-    # empty -> not run.
-    tasks: list[str] = field(default_factory=list)
+class HarnessConfig:
+    """lm-evaluation-harness, the task engine: which tasks and how they are prompted."""
+
+    # lm-eval task names: rayloom's (YAMLs over local JSONL in conf/tasks/ and eval.task_dirs) or
+    # lm-eval's own benchmarks (mmlu, gsm8k, ...: their data comes from the Hugging Face hub).
+    tasks: list[str] = field(default_factory=lambda: list(DEMO_TASKS))
+    # Few-shot examples for every task (None -> each task's own num_fewshot) ...
     num_fewshot: int | None = None
+    # ... and per task, e.g. {demo_arith: 3}.
+    fewshot: dict[str, int] = field(default_factory=dict)
+    # Render prompts with the model's chat template (instruction-tuned models); false for base models.
+    apply_chat_template: bool = True
+    # With the chat template: few-shot examples as user/assistant turns instead of one user turn.
+    fewshot_as_multiturn: bool = False
+    # A system message for every task (chat template on).
+    system_instruction: str = ""
     # Examples per task (None -> all).
     limit: int | None = None
+    # Bootstrap resamples for the standard error of corpus metrics (BLEU, chrF); 0 -> none.
+    bootstrap_iters: int = 100
+    # Endpoint target: "completions" (prompts rendered here with eval.tokenizer; log-likelihood
+    # tasks work) or "chat-completions" (the server renders the chat template; generation only).
+    endpoint_api: str = "completions"
 
     def __post_init__(self) -> None:
+        require(bool(self.tasks), "eval.harness.tasks", "list at least one task (see conf/tasks/)", self.tasks)
+        require(len(set(self.tasks)) == len(self.tasks), "eval.harness.tasks", "a task is listed twice", self.tasks)
         if self.num_fewshot is not None:
-            non_negative(self.num_fewshot, "eval.lm_eval.num_fewshot")
+            non_negative(self.num_fewshot, "eval.harness.num_fewshot")
+        for name, shots in self.fewshot.items():
+            non_negative(shots, f"eval.harness.fewshot.{name}")
         if self.limit is not None:
-            positive(self.limit, "eval.lm_eval.limit")
+            positive(self.limit, "eval.harness.limit")
+        non_negative(self.bootstrap_iters, "eval.harness.bootstrap_iters")
+        one_of(self.endpoint_api, ("completions", "chat-completions"), "eval.harness.endpoint_api")
+        require(self.apply_chat_template or not self.fewshot_as_multiturn, "eval.harness.fewshot_as_multiturn",
+                "needs eval.harness.apply_chat_template=true", self.fewshot_as_multiturn)
 
 
 @dataclass
@@ -144,7 +171,7 @@ class EvalConfig:
     # run: evaluate and report; compare: side-by-side report of eval.compare_runs (no model);
     # review: import human ratings (eval.human_review.key + .ratings) and report agreement.
     mode: str = "run"
-    # "checkpoint": offline vLLM over Ray Data; "endpoint": any OpenAI-compatible URL.
+    # "checkpoint": lm-eval's vLLM backend on Ray actors; "endpoint": any OpenAI-compatible URL.
     target: str = "checkpoint"
     # Checkpoint target: a local HF directory, s3:// prefix or hub id; empty -> the model group.
     model_path: str = ""
@@ -158,16 +185,11 @@ class EvalConfig:
     tokenizer: str = ""
     request_timeout_s: float = 120.0
     num_concurrent_requests: int = 8
-    # Task names of the registry (conf/tasks/*.yaml); default: the demo corpus's checkable tasks.
-    tasks: list[str] = field(default_factory=lambda: ["demo_add", "demo_next", "demo_upper", "demo_repeat"])
-    # Extra folders of task YAML files, read after conf/tasks (a name defined twice is an error).
+    # Extra folders of lm-eval task YAMLs, searched with conf/tasks (lm-eval's --include_path).
     task_dirs: list[str] = field(default_factory=list)
-    # Examples per task (the first N of its file, in order).
-    max_examples: int = 200
     seed: int = 0
-    # Offline engine: replicas of the vLLM actor pool, rows per batch, resources per replica.
+    # Offline engine: lm-eval's vLLM backend on this many Ray actors (data-parallel), resources per replica.
     num_replicas: int = 1
-    batch_size: int = 64
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
     dtype: str = "auto"
@@ -178,7 +200,7 @@ class EvalConfig:
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     human_review: HumanReviewConfig = field(default_factory=HumanReviewConfig)
-    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     # Where the run is written; empty -> <storage.root>/eval/runs/<run_name>.
     output: str = ""
@@ -209,12 +231,7 @@ class EvalConfig:
                     "eval.mode=review needs at least one rater's file", self.human_review.ratings)
         positive(self.request_timeout_s, "eval.request_timeout_s")
         positive(self.num_concurrent_requests, "eval.num_concurrent_requests")
-        require(self.mode != "run" or bool(self.tasks) or bool(self.lm_eval.tasks), "eval.tasks",
-                "list at least one task (see conf/tasks/)", self.tasks)
-        require(len(set(self.tasks)) == len(self.tasks), "eval.tasks", "a task is listed twice", self.tasks)
-        positive(self.max_examples, "eval.max_examples")
         positive(self.num_replicas, "eval.num_replicas")
-        positive(self.batch_size, "eval.batch_size")
         non_negative(self.cpus_per_replica, "eval.cpus_per_replica")
         non_negative(self.gpus_per_replica, "eval.gpus_per_replica")
         one_of(self.dtype, ("auto", "float32", "bfloat16", "float16"), "eval.dtype")

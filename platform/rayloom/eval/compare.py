@@ -33,6 +33,21 @@ def compare_payloads(before: dict, after: dict) -> list[dict]:
     return rows
 
 
+HEADLINE = {"generate": ("exact_match", "bleu", "chrf", "refusal_rate"), "multiple_choice": ("acc", "likelihood_gap"),
+            "perplexity": ("word_perplexity",)}
+
+
+def headline_metrics(run: dict) -> list[str]:
+    """Each task's headline metric ("<task>/<metric>"): its primary score (the demo's before -> after rows)."""
+    out = []
+    for task, summary in run.get("tasks", {}).items():
+        for name in HEADLINE.get(summary.get("kind", ""), ()):
+            if name in summary.get("metrics", {}):
+                out.append(f"{task}/{name}")
+                break
+    return out
+
+
 def format_table(rows: list[dict], labels: tuple[str, str] = ("before", "after"),
                  metrics: list[str] | None = None) -> str:
     """A plain-text table for the terminal (the demo's before -> after table)."""

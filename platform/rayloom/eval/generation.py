@@ -1,12 +1,15 @@
-"""Generation tasks (exact match, contains, BLEU, chrF, ROUGE) and the refusal / over-refusal probe."""
+"""The refusal / over-refusal measure: which answers refuse (rayloom.align's safety measure scores with it;
+the eval tasks safety_refusal / safety_heldout use is_refusal through conf/tasks/utils.py).
+
+Generation metrics themselves (exact match, BLEU, chrF) are lm-evaluation-harness's.
+"""
 
 from __future__ import annotations
 
 import re
 
 from rayloom.eval import metrics as M
-from rayloom.eval.prompt_builder import PromptBuilder
-from rayloom.eval.requests import GENERATE, EvalRequest, EvalResponse
+from rayloom.eval.requests import EvalRequest, EvalResponse
 from rayloom.eval.results import TaskResult
 from rayloom.eval.tasks import TaskSpec
 
@@ -19,58 +22,8 @@ DEFAULT_REFUSAL_MARKERS = (
 )
 
 
-def build_requests(spec: TaskSpec, rows: list[dict], builder: PromptBuilder, prefix: str,
-                   values: list[dict] | None = None) -> list[EvalRequest]:
-    """One greedy generation per example; `values` overrides the template inputs (perturbations)."""
-    values = values or [builder.values(row) for row in rows]
-    return [EvalRequest(id=f"{prefix}#{i}", kind=GENERATE, max_tokens=spec.max_tokens, stop=list(spec.stop),
-                        **builder.render(v)) for i, v in enumerate(values)]
-
-
 def _response(responses: dict[str, EvalResponse], request: EvalRequest) -> EvalResponse:
     return responses[request.id]
-
-
-def score(spec: TaskSpec, rows: list[dict], requests: list[EvalRequest],
-          responses: dict[str, EvalResponse]) -> TaskResult:
-    if spec.kind == "refusal":
-        return score_refusal(spec, rows, requests, responses)
-    texts, refs, per_example, predictions, errors = [], [], {"exact_match": [], "contains": []}, [], 0
-    for row, request in zip(rows, requests, strict=True):
-        response = _response(responses, request)
-        errors += bool(response.error)
-        references = M.as_references(row.get(spec.target, ""))
-        em = M.exact_match(response.text, references, spec.ignore_case, spec.first_line)
-        hit = M.contains(response.text, references, spec.ignore_case, spec.first_line)
-        per_example["exact_match"].append(em)
-        per_example["contains"].append(hit)
-        texts.append(response.text)
-        refs.append(references)
-        predictions.append({"id": request.id, "prompt": _prompt_of(request), "response": response.text,
-                            "reference": references, "exact_match": em, "contains": hit,
-                            **({"error": response.error} if response.error else {})})
-    result_metrics: dict[str, float] = {}
-    stderr: dict[str, float] = {}
-    for name in spec.metrics:
-        if name in per_example:
-            result_metrics[name] = M.mean(per_example[name])
-            stderr[name] = M.stderr(per_example[name])
-        elif name == "bleu":
-            result_metrics["bleu"] = M.bleu(texts, refs)
-        elif name == "chrf":
-            result_metrics["chrf"] = M.chrf(texts, refs)
-        elif name == "rouge":
-            result_metrics.update(M.rouge(texts, refs))
-    result_metrics["error_rate"] = errors / max(1, len(rows))
-    return TaskResult(spec.name, spec.kind, len(rows), result_metrics, stderr, errors, predictions,
-                      description=spec.description)
-
-
-def primary_metric(spec: TaskSpec) -> str:
-    if spec.kind == "multiple_choice":
-        return "acc"
-    first = spec.metrics[0] if spec.metrics else "exact_match"
-    return "rouge1" if first == "rouge" else first
 
 
 def is_refusal(text: str, markers: tuple[str, ...] = DEFAULT_REFUSAL_MARKERS) -> bool:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rayloom.config.eval import JudgeConfig
 from rayloom.eval import metrics as M
-from rayloom.eval.endpoint_target import endpoint_client, served_model
+from rayloom.eval.endpoint import endpoint_client, served_model
 from rayloom.eval.results import TaskResult
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,7 @@
 """What every target answers: generation and log-likelihood requests, as plain JSON-able records.
 
-Both targets (offline vLLM over Ray Data, and an OpenAI-compatible endpoint) take the same
-requests, so a task is scored the same way whichever served the model. Requests travel through
-Ray Data as JSON strings: one string column avoids Arrow schema inference over nested messages.
+rayloom.align's safety measure builds these for generation.score_refusal; evaluation runs go
+through lm-evaluation-harness (its own Instance requests).
 """
 
 from __future__ import annotations
@@ -60,22 +59,3 @@ class EvalResponse:
     @classmethod
     def from_json(cls, text: str) -> EvalResponse:
         return cls(**json.loads(text))
-
-
-def score_span(logprobs: list[float | None], starts: list[int], boundary: int,
-               top_logprobs: list[float | None] | None = None) -> tuple[float, int, bool]:
-    """Sum the log-probabilities of the tokens that start at or after `boundary` (a character offset).
-
-    `logprobs[i]` is log p(token i | tokens before it) (None for the first token, which has no
-    context); `top_logprobs[i]` the best log-probability at that position, for the greedy check.
-    A token straddling the boundary belongs to the context, on both targets alike.
-    """
-    total, count, greedy = 0.0, 0, True
-    for index, (logprob, start) in enumerate(zip(logprobs, starts, strict=True)):
-        if start < boundary or logprob is None:
-            continue
-        total += logprob
-        count += 1
-        if top_logprobs is not None and top_logprobs[index] is not None and logprob < top_logprobs[index] - 1e-6:
-            greedy = False
-    return total, count, greedy and count > 0

@@ -1,8 +1,9 @@
 """`rayloom eval`: evaluate a checkpoint or an endpoint, write the run and its report, apply the gate.
 
-eval.mode=run (default): tasks + probes -> one pass over the target -> metrics.json, predictions,
-report.md/html with plots, optional judge / lm-eval / human-review export, the gate verdict, and
-the model's entry in the gate index. eval.mode=compare: a side-by-side report of two runs.
+eval.mode=run (default): eval.harness.tasks through lm-evaluation-harness (rayloom.eval.harness) on
+the target -> metrics.json, predictions, lm-eval's own results and samples (lm_eval/), report.md/html
+with plots, optional judge / human-review export, the gate verdict, and the model's entry in the
+gate index. eval.mode=compare: a side-by-side report of two runs.
 eval.mode=review: import human ratings for an exported sample and report agreement.
 """
 
@@ -20,18 +21,16 @@ from omegaconf import OmegaConf
 from rayloom import storage
 from rayloom.config import ModelConfig, RayloomConfig
 from rayloom.errors import UserError
-from rayloom.eval import store
+from rayloom.eval import harness, store
 from rayloom.eval.compare import format_table, write_comparison
-from rayloom.eval.endpoint_target import EndpointTarget
+from rayloom.eval.endpoint import endpoint_client, served_model
+from rayloom.eval.engines import make_ray_vllm
 from rayloom.eval.gate import GateFailed, GateResult, evaluate_gate
 from rayloom.eval.human_review import REVIEW_KINDS, export_review, import_reviews, review_markdown
 from rayloom.eval.judge import judge_results
-from rayloom.eval.lm_harness import require_lm_eval, run_lm_eval
-from rayloom.eval.offline import OfflineTarget
 from rayloom.eval.report import fmt, write_report
-from rayloom.eval.request_plan import all_requests, build_plans, score_plans
-from rayloom.eval.results import TaskResult
-from rayloom.eval.tasks import load_task_registry
+from rayloom.eval.results import TaskResult, from_harness
+from rayloom.eval.robustness import fold_variants
 from rayloom.lineage import read_lineage
 from rayloom.models import resolve_model_dir
 from rayloom.runtime import ray_session
@@ -57,10 +56,31 @@ def _build_model_config(cfg: RayloomConfig, model_path: str | None = None) -> Mo
     return dataclasses.replace(cfg.model, name=name, preset=None, path=str(path))
 
 
-def _build_target(cfg: RayloomConfig, model: ModelConfig):
-    if cfg.eval.target == "endpoint":
-        return EndpointTarget(cfg.eval)
-    return OfflineTarget(model, cfg.eval)
+class _Target:
+    """What lm-eval is pointed at: an LM instance (checkpoint) or an API model's (name, args)."""
+
+    def __init__(self, cfg: RayloomConfig, model: ModelConfig):
+        ecfg = cfg.eval
+        self.kind = ecfg.target
+        if self.kind == "endpoint":
+            client = endpoint_client(ecfg.endpoint_url, ecfg.api_key_env, ecfg.request_timeout_s)
+            self.model = served_model(client, ecfg.endpoint_model, ecfg.endpoint_url)
+            self.lm = harness.endpoint_model_args(ecfg, self.model)
+        else:
+            self.model = model.name
+            self.model_dir = str(resolve_model_dir(model)) if model.preset is not None else str(model.path)
+            self.lm = None
+            self._model, self._cfg = model, ecfg
+
+    def open(self):
+        if self.kind == "checkpoint" and self.lm is None:
+            self.lm = make_ray_vllm(self._model, self._cfg, self.model_dir)
+        return self.lm
+
+    def close(self) -> None:
+        if self.kind == "checkpoint" and self.lm is not None:
+            self.lm.close()
+            self.lm = None
 
 
 def _model_info(cfg: RayloomConfig, model: ModelConfig, target) -> dict:
@@ -82,36 +102,35 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
     """Evaluate one model (eval.target) on eval.tasks and probes; write and return the run."""
     check_ready(cfg)
     ecfg = cfg.eval
-    registry = load_task_registry(ecfg.task_dirs)
-    plans = build_plans(ecfg, registry, provider_kwargs={"num": cfg.data.num_demo_eval, "seed": cfg.data.seed})
+    manager = harness.task_manager(ecfg)
+    tasks_loaded = harness.load_tasks(ecfg, manager)
     model = _build_model_config(cfg, model_path)
-    target = _build_target(cfg, model)
+    target = _Target(cfg, model)
     info = _model_info(cfg, model, target)
     if label:
         info["label"] = label
-    requests = all_requests(plans)
     start = time.perf_counter()
-    responses = target.run(requests)
+    try:
+        lm_out = harness.run_harness(ecfg, target.open(), tasks_loaded, api_key_env=ecfg.api_key_env)
+    finally:
+        target.close()
     seconds = time.perf_counter() - start
-    results = score_plans(plans, responses, ecfg)
+    results = fold_variants(from_harness(lm_out.results, lm_out.samples), ecfg.robustness)
     extras: dict = {}
     if ecfg.judge.enabled:
         extras["judge"] = judge_results(results, ecfg.judge, ecfg.request_timeout_s, ecfg.num_concurrent_requests)
-    lm_metrics = {}
-    if ecfg.lm_eval.tasks:
-        lm_metrics = run_lm_eval(ecfg, info["name"])
     name = run_name or ecfg.run_name or store.default_run_name(label or info["name"])
     uri = output or ecfg.output or storage.join(store.eval_root(cfg.storage), "runs", name)
     tasks = {task: r.summary() for task, r in results.items()}
-    for task, values in lm_metrics.items():
-        tasks[task] = {"kind": "lm_eval", "description": "lm-evaluation-harness", "num_examples": 0,
-                       "num_errors": 0, "metrics": values, "stderr": {}, "details": {}}
     flat = {f"{task}/{metric}": value for task, s in tasks.items() for metric, value in s["metrics"].items()}
     gate = None if ecfg.gate.is_empty else evaluate_gate(flat, ecfg.gate, run=uri)
     payload = {
         "format": store.FORMAT, "run": name, "created": store.now_iso(), "model": info,
         "target": {"kind": target.kind, "endpoint_url": ecfg.endpoint_url if target.kind == "endpoint" else ""},
-        "num_requests": len(requests), "seconds": round(seconds, 2), "tasks": tasks, "metrics": flat,
+        "engine": {"name": "lm-evaluation-harness", "version": lm_out.results.get("lm_eval_version", ""),
+                   "n-shot": lm_out.results.get("n-shot", {}), "replicas": ecfg.num_replicas
+                   if target.kind == "checkpoint" else None},
+        "num_examples": sum(r.num_examples for r in results.values()), "seconds": round(seconds, 2), "tasks": tasks, "metrics": flat,
         "gate": gate.to_dict() if gate else None, **extras,
         "config": OmegaConf.to_container(OmegaConf.structured(ecfg)),
     }
@@ -120,6 +139,7 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
         payload["human_review"] = {"dir": storage.join(uri, "review"), "num_items": 0}
 
     def extra(local: Path) -> None:
+        store.write_harness_output(local, lm_out.results, lm_out.samples)
         if ecfg.human_review.export:
             hr = ecfg.human_review
             chosen = {t: p for t, p in predictions.items()
@@ -189,7 +209,6 @@ def run_eval_job(cfg: RayloomConfig):
 
 def check_ready(cfg: RayloomConfig) -> None:
     """Fail early on config that cannot work, before engines start (used by the demo stage too)."""
-    if cfg.eval.lm_eval.tasks:
-        require_lm_eval()
+    harness.require_lm_eval()
     if cfg.eval.target == "endpoint" and not cfg.eval.endpoint_url:
         raise UserError("eval.target=endpoint needs eval.endpoint_url")

@@ -2,6 +2,8 @@
 
 Layout under `<storage.root>/eval/` (local or s3://):
   runs/<run>/metrics.json          the run's numbers (every report is rebuilt from it)
+  runs/<run>/lm_eval/results.json   lm-eval's own output (results, configs, n-shot, versions, ...)
+  runs/<run>/lm_eval/samples_<task>.jsonl   lm-eval's per-sample records (prompt, response, metrics)
   runs/<run>/predictions/<task>.jsonl, report.md, report.html, plots/*.png, review/ (human review)
   models/<hash of the model path>.json   {"model": ..., "run": ...}: the model's latest evaluation
 A run directory is published with storage.commit_dir, so a reader never sees half a run.
@@ -107,6 +109,31 @@ def write_run(uri: str, payload: dict, predictions: dict[str, list[dict]],
         if extra is not None:
             extra(local)
         return storage.commit_dir(local, uri)
+
+
+def write_harness_output(local: Path, results: dict, samples: dict[str, list[dict]]) -> None:
+    """lm-eval's results and samples as its own CLI writes them (--output_path --log_samples)."""
+    folder = local / "lm_eval"
+    folder.mkdir(exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=2, default=_lenient))
+    for task, records in samples.items():
+        with open(folder / f"samples_{_safe(task)}.jsonl", "w") as handle:
+            for record in records:
+                handle.write(json.dumps(record, default=_lenient) + "\n")
+
+
+def load_harness_results(uri: str) -> dict:
+    path = storage.join(uri, "lm_eval", "results.json")
+    if not storage.exists(path):
+        raise UserError(f"{uri} has no lm-eval results (lm_eval/results.json)")
+    return json.loads(storage.read_text(path))
+
+
+def _lenient(value):
+    # lm-eval's output holds numpy numbers, callables (task functions) and other objects.
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
 
 
 def _json_default(value):

@@ -61,9 +61,8 @@ def stage_eval(cfg: RayloomConfig, state: DemoState) -> None:
         eval_root,
         evaluate,
         format_table,
-        load_task_registry,
+        headline_metrics,
         model_key,
-        primary_metric,
         write_comparison,
     )
 
@@ -80,11 +79,8 @@ def stage_eval(cfg: RayloomConfig, state: DemoState) -> None:
                      output=storage.join(runs, f"demo-{stamp}-tuned"))
     out = storage.join(eval_root(cfg.storage), "compare", f"demo-{stamp}")
     written = write_comparison(before.payload, after.payload, out, labels=("base", "fine-tuned"))
-    registry = load_task_registry(cfg.eval.task_dirs)
     # The headline rows: each task's primary metric; every metric is in the report.
-    headline = [f"{task}/{primary_metric(registry.get(task))}" for task in cfg.eval.tasks
-                if registry.get(task).kind in ("generate", "multiple_choice")]
-    headline += [f"{t}/perplexity" for t in cfg.eval.tasks if registry.get(t).kind == "perplexity"]
+    headline = headline_metrics(after.payload)
     rows = [r for r in written["rows"] if r["metric"] in headline]
     print("  " + format_table(rows, ("base", "fine-tuned")).replace("\n", "\n  "))
     improved = [r["metric"] for r in rows if r["verdict"] == "better"]

@@ -1,0 +1,165 @@
+"""lm-evaluation-harness as rayloom's task engine: tasks, few-shot, chat templates and metrics.
+
+Tasks are lm-eval tasks: rayloom's own are YAMLs over local JSONL in conf/tasks/ (plus
+eval.task_dirs), found with lm-eval's `include_path`; lm-eval's standard benchmarks (mmlu, gsm8k,
+...) are named the same way and need the Hugging Face hub for their data. Two targets:
+- checkpoint: lm-eval's vLLM backend on Ray actors (rayloom.eval.engines), one engine per replica;
+- endpoint: any OpenAI-compatible server through lm-eval's `local-completions` (prompts rendered
+  with the model's tokenizer here, log-likelihoods from echo + logprobs) or
+  `local-chat-completions` (generation only; the server renders the chat template).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rayloom.config import EvalConfig, conf_dir
+from rayloom.errors import UserError
+from rayloom.eval.robustness import variant_tasks
+from rayloom.openai_client import NO_KEY, api_base
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = ("lm-evaluation-harness is not installed: rayloom's locks pin lm_eval; reinstall the environment "
+                "(scripts/bootstrap.sh)")
+OFFLINE_HINT = ("dataset not available offline: lm-eval task(s) {tasks} load their data from the Hugging Face hub, "
+                "which this machine cannot reach (HF_HUB_OFFLINE={offline}). Run them where the hub is reachable "
+                "(or with a warm HF datasets cache); rayloom's own tasks in conf/tasks/ need no network. ({error})")
+
+
+def tasks_dir() -> Path:
+    return conf_dir() / "tasks"
+
+
+def include_paths(cfg: EvalConfig) -> list[str]:
+    paths = [str(tasks_dir())]
+    for folder in cfg.task_dirs:
+        if not Path(folder).is_dir():
+            raise UserError(f"eval.task_dirs: {folder} is not a folder of lm-eval task YAMLs")
+        paths.append(str(Path(folder).resolve()))
+    return paths
+
+
+def require_lm_eval():
+    try:
+        import lm_eval
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return lm_eval
+
+
+class _QuietCustomDataset(logging.Filter):
+    # lm-eval warns once per task that loads through custom_dataset (every rayloom task) about --metadata.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+def task_manager(cfg: EvalConfig):
+    require_lm_eval()
+    logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomDataset())
+    from lm_eval.tasks import TaskManager  # here: lm-eval indexes its task folders on import
+
+    return TaskManager(include_path=include_paths(cfg))
+
+
+def load_tasks(cfg: EvalConfig, manager) -> dict:
+    """{name: lm-eval Task}, per-task few-shot counts applied; unknown names and unreachable data are UserErrors."""
+    from lm_eval.tasks import get_task_dict  # here: lm-eval only when a run starts
+
+    names = list(cfg.harness.tasks) + [n for n in cfg.robustness.tasks if n not in cfg.harness.tasks]
+    unknown = [n for n in names if n not in manager.all_tasks]
+    if unknown:
+        ours = sorted(own_tasks(cfg))
+        raise UserError(f"unknown eval task(s) {unknown}: rayloom's tasks are {ours} (YAMLs in conf/tasks/ or "
+                        "eval.task_dirs); lm-eval's own are listed by `lm_eval ls tasks`")
+    try:
+        tasks = get_task_dict(names, manager)
+    except Exception as exc:  # datasets raises many types (ConnectionError, OfflineModeIsEnabled, ...)
+        if _looks_offline(exc):
+            raise UserError(OFFLINE_HINT.format(tasks=[n for n in names if n not in own_tasks(cfg)],
+                                                offline=os.environ.get("HF_HUB_OFFLINE", "0"),
+                                                error=f"{type(exc).__name__}: {str(exc)[:200]}")) from None
+        raise
+    for name, shots in cfg.harness.fewshot.items():
+        if name not in tasks:
+            raise UserError(f"eval.harness.fewshot names {name!r}, which is not in eval.harness.tasks")
+        tasks[name].set_config(key="num_fewshot", value=shots)
+    for name in cfg.robustness.tasks:
+        tasks.update(variant_tasks(name, tasks[name], cfg.robustness, cfg.seed))
+    return tasks
+
+
+def own_tasks(cfg: EvalConfig) -> set[str]:
+    """Names of the tasks defined in conf/tasks and eval.task_dirs (the rest are lm-eval's own)."""
+    names = set()
+    for folder in include_paths(cfg):
+        for file in Path(folder).rglob("*.yaml"):
+            names.update(re.findall(r"^task:\s*([\w.~-]+)", file.read_text(), flags=re.MULTILINE))
+    return names
+
+
+def _looks_offline(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in ("offline", "connection", "couldn't reach", "could not reach",
+                                          "max retries", "name resolution", "datasetnotfound", "doesn't exist on the hub",
+                                          "localentrynotfound"))
+
+
+@dataclass
+class HarnessOutput:
+    results: dict                     # lm-eval's output less samples (results, configs, n-shot, versions, ...)
+    samples: dict[str, list[dict]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _api_key(env_name: str):
+    # lm-eval's API models read the key from OPENAI_API_KEY; set it for this run only.
+    saved = os.environ.get("OPENAI_API_KEY")
+    os.environ["OPENAI_API_KEY"] = os.environ.get(env_name) or NO_KEY
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OPENAI_API_KEY", None)
+        else:
+            os.environ["OPENAI_API_KEY"] = saved
+
+
+def endpoint_model_args(cfg: EvalConfig, served_model: str) -> tuple[str, dict]:
+    """lm-eval's model name and arguments for an OpenAI-compatible endpoint."""
+    base = api_base(cfg.endpoint_url)
+    chat = cfg.harness.endpoint_api == "chat-completions"
+    args = {"model": served_model, "base_url": f"{base}/{'chat/completions' if chat else 'completions'}",
+            "num_concurrent": cfg.num_concurrent_requests, "max_retries": 3, "tokenized_requests": False,
+            "timeout": int(cfg.request_timeout_s), "max_length": cfg.max_model_len}
+    if cfg.tokenizer:
+        args.update(tokenizer_backend="huggingface", tokenizer=cfg.tokenizer)
+    elif not chat:
+        raise UserError("eval.target=endpoint with eval.harness.endpoint_api=completions needs eval.tokenizer (the "
+                        "model's HF directory): lm-eval renders prompts and splits log-likelihoods with it")
+    return ("local-chat-completions" if chat else "local-completions"), args
+
+
+def run_harness(cfg: EvalConfig, lm, tasks: dict, *, api_key_env: str = "") -> HarnessOutput:
+    """lm-eval's simple_evaluate over loaded tasks; `lm` is an LM instance or (name, args) for an API model."""
+    lm_eval = require_lm_eval()
+    h = cfg.harness
+    kwargs = dict(tasks=list(tasks.values()), num_fewshot=h.num_fewshot, limit=h.limit, log_samples=True,
+                  apply_chat_template=h.apply_chat_template, fewshot_as_multiturn=h.fewshot_as_multiturn,
+                  system_instruction=h.system_instruction or None, bootstrap_iters=h.bootstrap_iters,
+                  random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
+                  fewshot_random_seed=cfg.seed)
+    if isinstance(lm, tuple):
+        name, args = lm
+        with _api_key(api_key_env):
+            output = lm_eval.simple_evaluate(model=name, model_args=args, **kwargs)
+    else:
+        output = lm_eval.simple_evaluate(model=lm, **kwargs)
+    output = dict(output or {})
+    samples = output.pop("samples", {}) or {}
+    return HarnessOutput(output, samples)

@@ -69,7 +69,7 @@ def run(quick: bool = False) -> Result:
     started = init_ray(base_cfg.cluster, base_cfg.storage)
     try:
         endpoint = rollout(cfg("a"), action="deploy")
-        load = LoadGenerator(endpoint.base_url, KEY, "tiny-2l", concurrency=8, max_requests=20000,
+        load = LoadGenerator(endpoint.base_url, KEY, "tiny-2l", concurrency=8, max_requests=1_000_000,
                              max_seconds=1800).start()
         time.sleep(5)  # warm-up requests are labelled steady too; the first seconds are discarded below
         load.phase = "steady"

@@ -56,6 +56,13 @@ def _cfg(work, model: str):
     ])
 
 
+def _summary(results: list[dict]) -> str:
+    phases: dict[str, list[int]] = {}
+    for r in results:
+        phases.setdefault(r["phase"], [0, 0])[0 if r["ok"] else 1] += 1
+    return ", ".join(f"{phase}: {ok} ok / {failed} failed" for phase, (ok, failed) in phases.items())
+
+
 def _lineage(base_url: str) -> str:
     card = httpx.get(f"{base_url}/models/tiny-2l", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
     return card["metadata"]["rayloom_lineage"]["id"]
@@ -74,7 +81,9 @@ def test_rollout_publish_and_rollback_under_load_fail_no_request(work):
     try:
         endpoint = rollout(cfg_a, action="deploy")
         assert _lineage(endpoint.base_url) == "lineage-a"
-        load = LoadGenerator(endpoint.base_url, KEY, "tiny-2l", concurrency=8).start()
+        # Bounded by time (and a count far above what 2 cores serve in that time).
+        load = LoadGenerator(endpoint.base_url, KEY, "tiny-2l", concurrency=8, max_requests=200_000,
+                             max_seconds=1200).start()
         wait_until(lambda: len(load.results) >= 16, 300, interval_s=0.5, message="steady-state requests")
 
         load.phase = "rollout"
@@ -96,9 +105,10 @@ def test_rollout_publish_and_rollback_under_load_fail_no_request(work):
         assert _lineage(back.base_url) == "lineage-a"
         load.phase = "after"
         count = len(load.results)
-        wait_until(lambda: len(load.results) >= count + 8, 300, interval_s=0.5, message="requests after rollback")
+        wait_until(lambda: len(load.results) >= count + 8, 300, interval_s=0.5,
+                   message=lambda: f"requests after rollback ({_summary(load.results)})")
         results = load.stop()
-        assert not load.failures(), load.failures()[:5]
+        assert not load.failures(), (_summary(results), load.failures()[:5])
         phases = {r["phase"] for r in results}
         assert {"steady", "rollout", "rollback", "after"} <= phases, phases
 

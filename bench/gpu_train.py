@@ -176,7 +176,7 @@ def _rayloom_row(shape: dict, device: str) -> dict:
 
     from rayloom.config import ClusterConfig, compose
     from rayloom.runtime import init_ray
-    from rayloom.train.driver import train
+    from rayloom.train import train
 
     tmp = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     _llama(shape, "cpu").save_pretrained(tmp / "model")

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+import rayloom.align  # noqa: F401  (registers the alignment objectives: dpo, ipo, orpo, safety_sft)
 from rayloom.config import RayloomConfig, conf_dir, register_schemas, to_typed
 from rayloom.data import run_data_job
 from rayloom.errors import UserError

@@ -19,7 +19,7 @@ def _gpu_overrides(root, *extra):
 
 @pytest.mark.parametrize("deepspeed,precision", [("zero2", "bf16"), ("zero3", "bf16"), ("zero2", "fp16")])
 def test_zero_on_a_gpu_worker_lowers_the_loss(ray_local, tiny_model_dir, tmp_path, deepspeed, precision):
-    from rayloom.train.driver import train
+    from rayloom.train import train
 
     rows = pretrain_rows(tiny_model_dir, seq_len=64, max_rows=1) * 16
     cfg = compose("train", _gpu_overrides(tmp_path, f"deepspeed={deepspeed}", f"deepspeed.precision={precision}",
@@ -32,7 +32,7 @@ def test_zero_on_a_gpu_worker_lowers_the_loss(ray_local, tiny_model_dir, tmp_pat
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="QLoRA needs bitsandbytes")
 def test_qlora_trains_an_adapter_on_a_4bit_base(ray_local, tiny_model_dir, tmp_path):
-    from rayloom.train.driver import train
+    from rayloom.train import train
 
     rows = sft_rows(tiny_model_dir, seq_len=64, num=16)
     cfg = compose("train", _gpu_overrides(tmp_path, "peft=qlora", "objective=sft", "deepspeed=zero2",

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rayloom.align  # noqa: F401  (registers the alignment objectives: dpo, ipo, orpo, safety_sft)
 from rayloom import storage
 from rayloom.config import RayloomConfig
 from rayloom.train import RunPaths, train

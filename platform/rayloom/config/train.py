@@ -98,7 +98,8 @@ class PeftConfig:
                 "must name at least one module", self.target_modules)
 
 
-# Objectives the trainer knows; each name maps to a loss in rayloom.train.objectives.OBJECTIVES.
+# Objectives the trainer knows: clm and sft are registered by rayloom.train, the alignment ones by
+# rayloom.align (train.objectives.register_objective); the config checks the name early.
 OBJECTIVE_NAMES = ("clm", "sft", "dpo", "ipo", "orpo", "safety_sft")
 # Preference objectives: they train on preference shards (chosen/rejected pairs).
 PREFERENCE_OBJECTIVES = ("dpo", "ipo", "orpo")

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rayloom import secret_policy
 from rayloom.config import ClusterConfig, StorageConfig
 from rayloom.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# Environment variables that workers need and that are safe to copy by value.
+# Environment variables of this shell that workers need and that are safe to copy by value: an
+# allow-list; anything else reaches a job only through cluster.env, which rayloom.secret_policy checks.
 _FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                   "RAYLOOM_CACHE_DIR", "RAYLOOM_CONF_DIR", "HF_HUB_OFFLINE", "VLLM_CPU_KVCACHE_SPACE")
-# Never forwarded by value, whatever the config says: they travel by reference (IAM role,
-# Kubernetes secret, a file on the cluster) and the cluster side must provide them.
+# Never forwarded by value, whatever the config says (rayloom.secret_policy also refuses any other
+# credential-looking name or value): they travel by reference (IAM role, Kubernetes secret, a file
+# on the cluster) and the cluster side must provide them.
 SECRET_ENV = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "RAY_AUTH_TOKEN",
-                        "RAYLOOM_API_KEY", "HF_TOKEN", "OPENAI_API_KEY"})
+                        "RAYLOOM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "WANDB_API_KEY",
+                        "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "GITHUB_TOKEN"})
 # Where Ray keeps (and `rayloom cluster up` creates) the token when nothing else names one.
 DEFAULT_TOKEN_PATH = "~/.ray/auth_token"
 
@@ -49,13 +53,19 @@ def apply_storage_env(storage: StorageConfig) -> None:
         os.environ["AWS_REGION"] = storage.region
 
 
-def build_env_vars(cluster: ClusterConfig) -> dict[str, str]:
+def build_env_vars(cluster: ClusterConfig, secret_names: Iterable[str] = ()) -> dict[str, str]:
+    """Env vars that travel with jobs and workers: the allow-listed ones of this shell, then
+    cluster.env. Credentials are refused by name (SECRET_ENV, any KEY/TOKEN/PASSWORD-like name,
+    `secret_names` such as the configured serve.api_key_env, cluster.secret_env) and by value."""
     env = {name: os.environ[name] for name in _FORWARDED_ENV if os.environ.get(name)}
-    for name, value in cluster.env.items():
-        if name in SECRET_ENV:
-            raise UserError(f"cluster.env.{name}: secrets are never sent by value; list it in cluster.secret_env "
-                            "and provide it on the cluster (IAM role, Kubernetes secret, file)")
-        env[name] = value
+    # A forwarded value with credentials in it (http://user:pw@minio) stays here, with a warning.
+    for name in list(env):
+        if secret_policy.secret_value_kind(env[name]):
+            log.warning("not forwarding %s to Ray workers: its value holds a credential (%s)", name,
+                        secret_policy.HOW_TO_PASS)
+            del env[name]
+    secret_policy.check_env(cluster.env, "cluster.env", {*SECRET_ENV, *cluster.secret_env, *secret_names})
+    env.update({name: str(value) for name, value in cluster.env.items()})
     return env
 
 

@@ -3,7 +3,9 @@
 `ray stop` kills every Ray process of the machine (other users' embedded clusters too), so the
 head runs as `ray start --head --block` in a new process session: SIGTERM to that process makes
 Ray shut down everything it started, and anything left in the session is killed after a grace
-period. The head's state (pid, addresses, temp dir) lives in a small JSON file in the state dir.
+period. The head's state (pid, its start time, addresses, temp dir) lives in a small JSON file in
+the state dir. `stop_head` acts only on what it can prove it started: the recorded pid with the same
+start time and command line (a reused pid is left alone), and a temp dir named by TEMP_PREFIX.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -30,6 +33,9 @@ from rayloom.waiting import WaitTimeout, wait_until
 log = logging.getLogger(__name__)
 
 STATE_FILE = "head.json"
+# The head's Ray temp dir: a fresh /tmp/rayloom-ray-XXXX. `stop_head` removes nothing else.
+TEMP_PARENT = Path("/tmp")
+TEMP_PREFIX = "rayloom-ray-"
 
 
 @dataclass
@@ -41,6 +47,8 @@ class HeadState:
     token_path: str
     log_path: str
     autoscaling_config: str = ""
+    # psutil's create_time of the head process: tells it apart from a later process with the same pid.
+    create_time: float = 0.0
 
 
 def default_state_dir() -> Path:
@@ -116,7 +124,7 @@ def start_head(state_dir: Path, *, port: int, dashboard_port: int, num_cpus: int
                         "run `rayloom cluster down` first")
     token = ensure_token(token_path)
     # Short, private temp dir: Ray's socket paths must stay under the OS limit (~107 chars).
-    temp_dir = tempfile.mkdtemp(prefix="rayloom-ray-", dir="/tmp")
+    temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=TEMP_PARENT)
     node_ip = get_node_ip_address()
     command = [
         _ray_executable(), "start", "--head", "--block", "--disable-usage-stats",
@@ -132,10 +140,14 @@ def start_head(state_dir: Path, *, port: int, dashboard_port: int, num_cpus: int
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(command, env=head_env(token, extra_env), stdout=log_file,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        create_time = psutil.Process(process.pid).create_time()
+    except psutil.NoSuchProcess:  # exited at once: _wait_ready reports its log
+        create_time = 0.0
     state = HeadState(pid=process.pid, gcs_address=f"{node_ip}:{port}",
                       dashboard_url=f"http://127.0.0.1:{dashboard_port}", temp_dir=temp_dir,
                       token_path=str(token), log_path=str(log_path),
-                      autoscaling_config=str(autoscaling_config or ""))
+                      autoscaling_config=str(autoscaling_config or ""), create_time=create_time)
     (state_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
     try:
         _wait_ready(state, process, ready_timeout_s)
@@ -181,26 +193,57 @@ def list_nodes(state: HeadState) -> list:
                        raise_on_missing_output=False)
 
 
-def _session_processes(session_id: int) -> list:
+def _session_processes(session_id: int, started_after: float = 0.0) -> list:
+    """Processes of a session, created no earlier than `started_after` (psutil create_time)."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if os.getsid(proc.pid) == session_id:
+            if os.getsid(proc.pid) == session_id and proc.create_time() >= started_after - 1.0:
                 found.append(proc)
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return found
 
 
-def stop_head(state_dir: Path, grace_s: float = 10.0) -> bool:
-    """Stop the head recorded in `state_dir` and everything in its process session.
+def owns_head_process(state: HeadState) -> bool:
+    """True when `state.pid` is still the `ray start --head` this state recorded: same start time
+    (when recorded) and a command line naming its temp dir. False for a reused pid or a dead one."""
+    try:
+        proc = psutil.Process(state.pid)
+        if state.create_time and abs(proc.create_time() - state.create_time) > 1.0:
+            return False
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return "start" in cmdline and "--head" in cmdline and f"--temp-dir={state.temp_dir}" in cmdline
 
-    Returns False when nothing was running. Other Ray clusters on the machine are untouched.
+
+def is_own_temp_dir(path: str) -> bool:
+    """A directory `start_head` made: directly in /tmp, named rayloom-ray-*, owned by this user, no link."""
+    candidate = Path(path)
+    try:
+        info = candidate.lstat()
+    except OSError:
+        return False
+    return (candidate.is_absolute() and candidate.parent == TEMP_PARENT and candidate.name.startswith(TEMP_PREFIX)
+            and ".." not in candidate.parts and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid())
+
+
+def stop_head(state_dir: Path, grace_s: float = 10.0) -> bool:
+    """Stop the head recorded in `state_dir` and what it started (processes of its session).
+
+    Returns False when nothing was running. Only processes provably started by that head are
+    signalled: the recorded pid when its start time and command line still match, and processes of
+    its session created after it. When the pid now belongs to another process (the head died and the
+    pid was reused, e.g. by a shell) nothing is killed: the kernel does not reuse a pid while a
+    process of that session lives, so nothing of the old head is left there. Only a temp dir named
+    /tmp/rayloom-ray-* is removed. Other Ray clusters on the machine are untouched.
     """
     state = read_state(state_dir)
     if state is None:
         return False
-    was_running = is_alive(state.pid)
+    was_running = owns_head_process(state)
+    pid_reused = not was_running and is_alive(state.pid)
     if was_running:
         os.kill(state.pid, signal.SIGTERM)
         try:
@@ -208,19 +251,28 @@ def stop_head(state_dir: Path, grace_s: float = 10.0) -> bool:
         except WaitTimeout:
             log.warning("the Ray head (pid %d) did not exit within %.0fs of SIGTERM; killing its session",
                         state.pid, grace_s)
-    # Whatever Ray's own shutdown left behind (workers, fake nodes) shares the session id.
-    leftovers = _session_processes(state.pid)
+    if pid_reused:
+        log.warning("pid %d recorded for the Ray head now belongs to another process; it and its session are left "
+                    "alone", state.pid)
+        leftovers = []
+    else:
+        # Whatever Ray's own shutdown left behind (workers, fake nodes) shares the head's session id.
+        leftovers = _session_processes(state.pid, state.create_time)
     for proc in leftovers:
         try:
             proc.kill()
         except psutil.Error:
             pass
     psutil.wait_procs(leftovers, timeout=10)
-    shutil.rmtree(state.temp_dir, ignore_errors=True)
+    if is_own_temp_dir(state.temp_dir):
+        shutil.rmtree(state.temp_dir, ignore_errors=True)
+    elif state.temp_dir and Path(state.temp_dir).exists():
+        log.warning("not removing %s: it is not a %s%s* directory of this user", state.temp_dir, TEMP_PARENT / "",
+                    TEMP_PREFIX)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return was_running
 
 
 def session_processes(state: HeadState) -> list:
     """Processes still belonging to the head's session (for checks that nothing leaked)."""
-    return _session_processes(state.pid)
+    return _session_processes(state.pid, state.create_time)

@@ -4,6 +4,8 @@ A submitted job runs `jobs/<job>.py` (the thin Hydra entrypoint) on the cluster 
 overrides the user typed, so the cluster composes the same config. Settings that only describe
 how to *reach* the cluster (its address, the local token file) are replaced on the job's side:
 inside a Ray job, rayloom joins the job's own cluster and Ray hands the driver its credentials.
+Nothing here carries a secret by value: the overrides and env vars pass rayloom.secret_policy first
+(they end up in the entrypoint, the job's metadata and the cluster's .hydra/overrides.yaml).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import json
 import secrets
 import shlex
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayloom import secret_policy
 from rayloom.config import ClusterConfig
-from rayloom.runtime import build_env_vars
+from rayloom.runtime import SECRET_ENV, build_env_vars
 
 # Only meaningful on the submitting machine; never forwarded into a job on another machine.
 _SUBMITTER_ONLY_KEYS = ("cluster.address", "cluster.auth_token_path")
@@ -35,9 +39,7 @@ class JobSpec:
     entrypoint_num_gpus: float = 0.0
 
 
-def override_key(override: str) -> str:
-    """`cluster.address=x` -> `cluster.address`; also strips Hydra's +, ++ and ~ prefixes."""
-    return override.split("=", 1)[0].lstrip("+~").strip()
+override_key = secret_policy.override_key  # `+cluster.address=x` -> `cluster.address`
 
 
 def job_side_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
@@ -47,11 +49,12 @@ def job_side_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
     return [*kept, "cluster.address=''", "cluster.auth_token_path=''"]
 
 
-def build_job_env_vars(cluster: ClusterConfig, forward_local: bool = True) -> dict[str, str]:
+def build_job_env_vars(cluster: ClusterConfig, forward_local: bool = True,
+                       secret_names: Iterable[str] = ()) -> dict[str, str]:
     """Non-secret env vars for a job: cluster.env, plus (forward_local) the submitting shell's
     forwarded settings such as AWS_ENDPOINT_URL. Manifests rendered into files use cluster.env only,
     so they do not depend on the shell that rendered them."""
-    env = build_env_vars(cluster)  # refuses secrets by value
+    env = build_env_vars(cluster, secret_names)  # refuses secrets by name and value
     if not forward_local:
         env = {name: value for name, value in env.items() if name in cluster.env}
     for name in _LOCAL_PATH_ENV:
@@ -63,10 +66,10 @@ def build_job_env_vars(cluster: ClusterConfig, forward_local: bool = True) -> di
     return env
 
 
-def build_job_runtime_env(cluster: ClusterConfig, project_root: Path) -> dict:
-    """working_dir: the project (minus caches, venvs, outputs) plus the rayloom package as a
-    py_module, so the cluster runs exactly this checkout's code; image: Ray's image_uri."""
-    env_vars = build_job_env_vars(cluster)
+def build_job_runtime_env(cluster: ClusterConfig, project_root: Path, secret_names: Iterable[str] = ()) -> dict:
+    """working_dir: the project (minus caches, venvs, outputs, key files) plus the rayloom package as
+    a py_module, so the cluster runs exactly this checkout's code; image: Ray's image_uri."""
+    env_vars = build_job_env_vars(cluster, secret_names=secret_names)
     if cluster.job_packaging == "image":
         return {"image_uri": cluster.image, "env_vars": env_vars}
     runtime_env: dict = {
@@ -80,7 +83,11 @@ def build_job_runtime_env(cluster: ClusterConfig, project_root: Path) -> dict:
     return runtime_env
 
 
-def build_entrypoint(job: str, overrides: list[str] | tuple[str, ...], cluster: ClusterConfig) -> str:
+def build_entrypoint(job: str, overrides: list[str] | tuple[str, ...], cluster: ClusterConfig,
+                     secret_names: Iterable[str] = ()) -> str:
+    """The job's command line. Refuses overrides that carry a credential (by key or by value)."""
+    secret_policy.check_overrides(overrides, "override", secret_names={*SECRET_ENV, *cluster.secret_env,
+                                                                        *secret_names})
     root = cluster.image_workdir if cluster.job_packaging == "image" else "."
     script = f"{root}/jobs/{job}.py"
     command = " ".join([shlex.quote(cluster.python), shlex.quote(script),
@@ -102,11 +109,13 @@ def new_submission_id(job: str) -> str:
 
 
 def build_job_spec(job: str, overrides: list[str] | tuple[str, ...], cluster: ClusterConfig, project_root: Path,
-                   submission_id: str = "") -> JobSpec:
+                   submission_id: str = "", secret_names: Iterable[str] = ()) -> JobSpec:
+    """What is submitted. `secret_names`: variables the config says hold secrets (the configured
+    serve.api_key_env and eval api_key_env names: secret_policy.configured_secret_names(cfg))."""
     return JobSpec(
         job=job,
-        entrypoint=build_entrypoint(job, overrides, cluster),
-        runtime_env=build_job_runtime_env(cluster, project_root),
+        entrypoint=build_entrypoint(job, overrides, cluster, secret_names),
+        runtime_env=build_job_runtime_env(cluster, project_root, secret_names),
         submission_id=submission_id or new_submission_id(job),
         metadata={"rayloom_job": job, "rayloom_overrides": json.dumps(list(overrides))},
         entrypoint_num_cpus=cluster.entrypoint_num_cpus,

@@ -5,7 +5,8 @@ GPU worker groups), so there is one cluster definition. The RayJob runs the same
 `jobs/<job>.py` entrypoint with the same overrides as `rayloom submit`; the RayService's
 serveConfigV2 is the Serve config `rayloom serve` writes (rayloom.serve.serve_config: the same app,
 with rayloom's API-key auth and request limits) in its portable form: no environment from the
-machine that rendered it, a model on S3 or the hub.
+machine that rendered it, a model on S3 or the hub. Secrets are never rendered: both configs and
+the overrides pass rayloom.secret_policy first; the manifests name secrets by secretKeyRef.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from rayloom import secret_policy
 from rayloom.cluster.job_spec import build_entrypoint, build_job_env_vars
 from rayloom.config import RayloomConfig, repo_root
 from rayloom.errors import UserError
@@ -57,6 +59,7 @@ def render_rayservice(cfg: RayloomConfig, base: dict[str, Any] | None = None) ->
     from rayloom.serve.serve_config import render_serve_config
 
     base = base or load_raycluster()
+    secret_policy.check_config(cfg, "rayloom cluster render kuberay (serve)")
     serve_config = render_serve_config(cfg, for_cluster=True)
     return {
         "apiVersion": "ray.io/v1",
@@ -75,8 +78,9 @@ def render_rayjob(cfg: RayloomConfig, job: str, overrides: list[str],
     base = base or load_raycluster()
     # The node image carries the project (cluster/Dockerfile), so nothing is uploaded.
     image_cluster = dataclasses.replace(cfg.cluster, job_packaging="image", pip=[])
-    entrypoint = build_entrypoint(job, overrides, image_cluster)
-    runtime_env = {"env_vars": build_job_env_vars(cfg.cluster, forward_local=False)}
+    secret_names = secret_policy.configured_secret_names(cfg)
+    entrypoint = build_entrypoint(job, overrides, image_cluster, secret_names)
+    runtime_env = {"env_vars": build_job_env_vars(cfg.cluster, forward_local=False, secret_names=secret_names)}
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
@@ -94,7 +98,11 @@ def render_rayjob(cfg: RayloomConfig, job: str, overrides: list[str],
 
 
 def render_kuberay(serve_cfg: RayloomConfig, train_cfg: RayloomConfig, overrides: list[str]) -> dict[str, dict]:
-    """{file name: manifest} for cluster/kuberay/."""
+    """{file name: manifest} for cluster/kuberay/. Refuses any secret by value before rendering."""
+    secret_policy.check_config(train_cfg, "rayloom cluster render kuberay (train)")
+    secret_policy.check_overrides(overrides, "override",
+                                  secret_names=secret_policy.configured_secret_names(serve_cfg)
+                                  | secret_policy.configured_secret_names(train_cfg))
     base = load_raycluster()
     return {
         "rayjob-train.yaml": render_rayjob(train_cfg, "train", overrides, base),

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rayloom import secret_policy
 from rayloom.cluster.client import connect_job_client, raise_job_api_error, resolve_job_address
 from rayloom.cluster.job_spec import JobSpec, build_job_spec, override_key
 from rayloom.config import RayloomConfig, compose, repo_root
@@ -100,16 +101,25 @@ def submit_job(client, spec: JobSpec) -> str:
     )
 
 
-def submit(job: str, overrides: list[str], *, address: str = "", no_wait: bool = False,
-           submission_id: str = "") -> int:
-    """`rayloom submit`: the job's exit status (0 at once with `no_wait`, after printing its id)."""
-    cfg = compose_for_cluster(job, overrides)  # a bad override fails here, before upload
+def prepare_job(job: str, overrides: list[str], submission_id: str = "") -> tuple[RayloomConfig, JobSpec]:
+    """Compose the job here and build what would be sent, without contacting any cluster: a bad
+    override or a secret by value fails here (exit 2), before anything is uploaded."""
+    cfg = compose_for_cluster(job, overrides)
+    secret_policy.check_config(cfg, f"rayloom submit {job}")
     root = project_root() if cfg.cluster.job_packaging == "working_dir" else repo_root()
     if cfg.cluster.job_packaging == "working_dir" and not (root / "jobs" / f"{job}.py").is_file():
         raise UserError(f"no entrypoint jobs/{job}.py in {root}")
+    spec = build_job_spec(job, overrides, cfg.cluster, root, submission_id,
+                          secret_names=secret_policy.configured_secret_names(cfg))
+    return cfg, spec
+
+
+def submit(job: str, overrides: list[str], *, address: str = "", no_wait: bool = False,
+           submission_id: str = "") -> int:
+    """`rayloom submit`: the job's exit status (0 at once with `no_wait`, after printing its id)."""
+    cfg, spec = prepare_job(job, overrides, submission_id)
     address = resolve_job_address(cfg.cluster, address)
     client = connect_job_client(cfg.cluster, address)
-    spec = build_job_spec(job, overrides, cfg.cluster, root, submission_id)
     with job_api_errors(address):
         job_id = submit_job(client, spec)
     print(f"rayloom submit: submitted {job_id} to {address}", file=sys.stderr, flush=True)

@@ -48,11 +48,14 @@ class ClusterConfig:
     # node that takes no workloads; the work itself asks for what it needs.
     entrypoint_num_cpus: float = 0.0
     entrypoint_num_gpus: float = 0.0
-    # Paths excluded from the working_dir shipped with `rayloom submit`.
+    # Paths excluded from the working_dir shipped with `rayloom submit`: caches, outputs, and files
+    # that hold credentials or local databases (.env, keys, MLflow's SQLite file).
     working_dir_excludes: list[str] = field(
         default_factory=lambda: [".venv", ".venv-tools", ".git", "runs", "outputs", "multirun", "**/__pycache__",
                                  ".pytest_cache", ".ruff_cache", "bench/results", "mlruns", "*.egg-info",
-                                 "**/.terraform", "*.tfstate", "*.tfstate.*"]
+                                 "**/.terraform", "*.tfstate", "*.tfstate.*", ".env", ".env.*", "*.pem", "*.key",
+                                 "*.p12", "*.pfx", "id_rsa*", "id_ed25519*", "*.token", "mlflow.db", "*.db",
+                                 ".netrc", ".git-credentials"]
     )
 
     def __post_init__(self) -> None:

@@ -3,10 +3,13 @@ reference only, and user mistakes that fail before anything is submitted."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shlex
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from helpers import REPO_ROOT
@@ -153,3 +156,60 @@ def test_cli_mistakes_exit_2_without_traceback(args, needle):
     out = _cli(*args)
     assert out.returncode == 2, out.stderr
     assert needle in out.stderr and "Traceback" not in out.stderr
+
+
+def _session_process(*args: str) -> subprocess.Popen:
+    """A process in a new session (as `ray start --head` runs), with a child in the same session."""
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); " \
+           "time.sleep(120)"
+    return subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True)
+
+
+def _wait_for_child(proc: subprocess.Popen) -> None:
+    import psutil
+
+    from rayloom.waiting import wait_until
+
+    wait_until(lambda: psutil.Process(proc.pid).children(), 30, interval_s=0.1, message="the child process")
+
+
+def test_stop_head_stops_the_head_it_started_and_its_session(tmp_path):
+    import psutil
+
+    from rayloom.cluster.head import HeadState, session_processes, stop_head
+
+    temp_dir = tempfile.mkdtemp(prefix="rayloom-ray-", dir="/tmp")
+    head = _session_process("start", "--head", f"--temp-dir={temp_dir}")
+    _wait_for_child(head)
+    state = HeadState(pid=head.pid, gcs_address="", dashboard_url="", temp_dir=temp_dir, token_path="", log_path="",
+                      create_time=psutil.Process(head.pid).create_time())
+    (tmp_path / "head.json").write_text(json.dumps(dataclasses.asdict(state)))
+    assert stop_head(tmp_path, grace_s=5) is True
+    head.wait(timeout=10)
+    assert not session_processes(state)
+    assert not os.path.exists(temp_dir) and not (tmp_path / "head.json").exists()
+
+
+def test_stop_head_leaves_a_reused_pid_and_foreign_dirs_alone(tmp_path, caplog):
+    import psutil
+
+    from rayloom.cluster.head import HeadState, session_processes, stop_head
+
+    # The recorded head died and its pid now belongs to someone else's session leader (a shell, tmux).
+    other = _session_process()
+    _wait_for_child(other)
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    state = HeadState(pid=other.pid, gcs_address="", dashboard_url="", temp_dir=str(foreign), token_path="",
+                      log_path="", create_time=psutil.Process(other.pid).create_time() - 3600)
+    (tmp_path / "head.json").write_text(json.dumps(dataclasses.asdict(state)))
+    try:
+        assert stop_head(tmp_path, grace_s=1) is False
+        assert other.poll() is None and len(session_processes(dataclasses.replace(state, create_time=0))) == 2
+        assert foreign.is_dir()
+        assert "belongs to another process" in caplog.text and "not removing" in caplog.text
+    finally:
+        for proc in psutil.Process(other.pid).children():
+            proc.kill()
+        other.kill()
+        other.wait(timeout=10)

@@ -213,3 +213,13 @@ def test_stop_head_leaves_a_reused_pid_and_foreign_dirs_alone(tmp_path, caplog):
             proc.kill()
         other.kill()
         other.wait(timeout=10)
+
+
+def test_a_token_over_plain_http_to_another_host_is_warned_about(tmp_path, caplog):
+    from rayloom.cluster.client import connect_job_client
+
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    with pytest.raises(UserError):
+        connect_job_client(ClusterConfig(auth_token_path=str(token)), "http://0.0.0.0:1")
+    assert "clear text to 0.0.0.0" in caplog.text and "t0ken" not in caplog.text

@@ -8,11 +8,25 @@ The token is read, sent, and never printed.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+from urllib.parse import urlsplit
 
 from rayloom.config import ClusterConfig
 from rayloom.errors import UserError
 from rayloom.runtime import auth_headers
+
+log = logging.getLogger(__name__)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def resolve_job_address(cluster: ClusterConfig, override: str = "") -> str:
@@ -35,6 +49,10 @@ def connect_job_client(cluster: ClusterConfig, address: str):
     from ray.job_submission import JobSubmissionClient
 
     headers = auth_headers(cluster.auth_token_path)
+    parts = urlsplit(address)
+    if headers and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        log.warning("sending the Ray token in clear text to %s: use https, or a tunnel to 127.0.0.1 (`ray dashboard`, "
+                    "`kubectl port-forward`)", parts.hostname)
     try:
         return JobSubmissionClient(address, headers=headers)
     except AuthenticationError as exc:

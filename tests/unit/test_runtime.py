@@ -66,3 +66,30 @@ def test_dashboard_address_points_to_submit():
 
     with pytest.raises(UserError, match="rayloom submit"):
         init_ray(ClusterConfig(address="http://127.0.0.1:8265"))
+
+
+@pytest.mark.parametrize("env", [{"WANDB_API_KEY": "x"}, {"HUGGING_FACE_HUB_TOKEN": "x"},
+                                 {"MLFLOW_TRACKING_PASSWORD": "x"}, {"MY_SERVICE_TOKEN": "x"},
+                                 {"HARMLESS": "hf_abcdefghijklmnopqrstuvwxyz0123"},
+                                 {"DB_URI": "postgresql://u:pw@db/mlflow"}])
+def test_credential_names_and_values_are_refused_in_cluster_env(env):
+    name = next(iter(env))
+    with pytest.raises(UserError, match=name) as refused:
+        build_runtime_env(ClusterConfig(env=env))
+    assert env[name] not in str(refused.value) and "by reference" in str(refused.value)
+
+
+def test_the_configured_api_key_variable_is_refused_whatever_its_name():
+    from rayloom.runtime import build_env_vars
+
+    with pytest.raises(UserError, match="SERVING_GATE"):
+        build_env_vars(ClusterConfig(env={"SERVING_GATE": "abc"}), secret_names={"SERVING_GATE"})
+    with pytest.raises(UserError, match="GATE_X"):
+        build_env_vars(ClusterConfig(env={"GATE_X": "abc"}, secret_env=[]), secret_names={"GATE_X"})
+
+
+def test_a_forwarded_variable_holding_credentials_stays_here(monkeypatch, caplog):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:pw-in-url@127.0.0.1:9000")
+    env = build_runtime_env(ClusterConfig())
+    assert "AWS_ENDPOINT_URL" not in env["env_vars"]
+    assert "not forwarding AWS_ENDPOINT_URL" in caplog.text and "pw-in-url" not in caplog.text

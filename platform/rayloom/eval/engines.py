@@ -123,6 +123,19 @@ class HarnessReplica:
         return getattr(self.lm, method)(requests, disable_tqdm=True)
 
 
+def interleave(requests: list, n: int) -> list[list]:
+    """Request i goes to replica i % n: long and short requests stay mixed across replicas."""
+    return [requests[i::n] for i in range(n)]
+
+
+def merge_interleaved(parts: list[list], n: int, total: int) -> list:
+    """The answers of `interleave`'s shares back in request order (empty shares are the trailing ones)."""
+    out = [None] * total
+    for i, part in enumerate(parts):
+        out[i::n] = part
+    return out
+
+
 def _lm_base():
     from lm_eval.api.model import LM  # here: lm-eval is imported when a run starts
 
@@ -149,15 +162,10 @@ def make_ray_vllm(model: ModelConfig, cfg: EvalConfig, model_dir: str):
             log.info("offline eval: lm-eval vLLM on %d Ray replica(s)", cfg.num_replicas)
 
         def _spread(self, method: str, requests: list) -> list:
-            # Interleaved shares (request i -> replica i % n) keep long and short requests mixed.
-            n = len(self.replicas)
-            shares = [requests[i::n] for i in range(n)]
+            shares = interleave(requests, len(self.replicas))
             answers = ray.get([r.answer.remote(method, share) for r, share in zip(self.replicas, shares, strict=True)
-                               if share] if requests else [])
-            out = [None] * len(requests)
-            for i, part in enumerate(answers):
-                out[i::n] = part
-            return out
+                               if share])
+            return merge_interleaved(answers, len(self.replicas), len(requests))
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
             return self._spread("loglikelihood", requests)

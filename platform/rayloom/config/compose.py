@@ -48,7 +48,11 @@ def compose(job: str, overrides: list[str] | tuple[str, ...] = ()) -> RayloomCon
             cfg = hydra_compose(config_name=job, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(_one_paragraph(exc)) from None
-    return to_typed(cfg)
+    typed = to_typed(cfg)
+    # The demo recipe composes each stage as conf/run.yaml + the stage's overrides + these, applied
+    # last, so what the user typed wins in every stage (jobs/run.py records them from Hydra instead).
+    typed.run.overrides = list(overrides)
+    return typed
 
 
 def to_typed(cfg: DictConfig) -> RayloomConfig:

@@ -27,8 +27,8 @@ from typing import Any
 
 from rayloom.errors import UserError
 
-HOW_TO_PASS = ("secrets never travel with a job, a Serve config or a manifest: provide it on the cluster and pass "
-               "it by reference - an IAM role / instance profile (AWS), a Kubernetes secret (secretKeyRef), a file "
+HOW_TO_PASS = ("secrets are never sent by value (with a job, a Serve config or a manifest): provide it on the cluster "
+               "and pass it by reference - an IAM role / instance profile (AWS), a Kubernetes secret (secretKeyRef), a file "
                "path (serve.api_key_file, cluster.auth_token_path), or the cluster's environment, naming the "
                "variable in cluster.secret_env")
 

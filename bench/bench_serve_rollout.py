@@ -63,12 +63,14 @@ def run(quick: bool = False) -> Result:
     def cfg(name: str):
         return compose("serve", ["model=tiny-2l", f"serve.model_path={work / f'model-{name}'}", "serve.model_id=tiny-2l",
                                  f"serve.port={port}", "serve.app_name=bench-rollout", f"storage.root={work / 'runs'}",
-                                 "serve.engine_num_cpus=0.5", "serve.replica_num_cpus=0.5", "serve.max_model_len=512"])
+                                 "serve.engine_num_cpus=0.5", "serve.replica_num_cpus=0.5", "serve.max_model_len=512",
+                                 "serve.max_prompt_tokens=200"])
 
     steady_s = 20 if quick else 60
+    cfg_a, cfg_b = cfg("a"), cfg("b")
     started = init_ray(base_cfg.cluster, base_cfg.storage)
     try:
-        endpoint = rollout(cfg("a"), action="deploy")
+        endpoint = rollout(cfg_a, action="deploy")
         load = LoadGenerator(endpoint.base_url, KEY, "tiny-2l", concurrency=8, max_requests=1_000_000,
                              max_seconds=1800).start()
         time.sleep(5)  # warm-up requests are labelled steady too; the first seconds are discarded below
@@ -77,14 +79,15 @@ def run(quick: bool = False) -> Result:
         time.sleep(steady_s)
         load.phase = "rollout"
         t0 = time.perf_counter()
-        rollout(cfg("b"), action="deploy")
+        rollout(cfg_b, action="deploy")
         rollout_s = time.perf_counter() - t0
         load.phase = "after"
         time.sleep(5)
         results = load.stop()
     finally:
         try:
-            ray_serve.delete("bench-rollout")
+            if ray_serve.status().applications:
+                ray_serve.delete("bench-rollout")
         finally:
             if started:
                 ray.shutdown()

@@ -168,6 +168,7 @@ def train_fn(config: dict) -> None:
     engine.train()
     window = ThroughputWindow()
     preemption = PreemptionWatch(train.preemption_check_every, rank)
+    last_save_s = 0.0
     while state.step < train.max_steps:
         fetch_start = time.perf_counter()
         epoch, rows_in_epoch, micro_batches = next(steps)
@@ -218,6 +219,7 @@ def train_fn(config: dict) -> None:
                 **window.metrics(model_flops_per_token, world, peak),
                 "peak_flops_per_worker": peak,
                 "memory_gib": memory_gib(device.type),
+                "checkpoint_save_s": last_save_s,  # the previous checkpoint's save + upload
                 "tokens_seen": state.tokens_seen, "samples_seen": state.samples_seen,
                 "global_batch_size": geometry.global_batch_size, "num_workers": world,
                 "num_params": num_params, "num_trainable": num_trainable, "params_local": params_local,
@@ -242,6 +244,8 @@ def train_fn(config: dict) -> None:
             else:
                 ray.train.report(payload)
             recorded, last_report = [], time.perf_counter()
+            if checkpoint_now:
+                last_save_s = last_report - report_started
             if notice is not None:
                 # Steps taken now would be lost when the node leaves: wait for it to go (Ray Train
                 # then restarts the run from this checkpoint) or for the deadline to pass.

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -153,11 +154,10 @@ def worker_main(spec: dict) -> None:
     import torch
 
     import rayloom.align  # noqa: F401  registers dpo
-    from rayloom.config import compose
-
     torch.set_num_threads(1)
     deepspeed.init_distributed(dist_backend="gloo")
-    cfg = compose("train", spec["overrides"])
+    # The parent composed the config (one typed object, as Ray Train workers receive it).
+    cfg = pickle.loads(Path(spec["config_pickle"]).read_bytes())
     torch.manual_seed(0)
     _train_steps(cfg, spec["warmup_model_dir"], 1, attach=False)
     gc.collect()
@@ -182,7 +182,7 @@ def _warmup_model(folder: Path) -> str:
     return str(folder)
 
 
-def _measure(name: str, overrides: list[str], model_dir: str, warmup_dir: str, tmp: Path) -> dict:
+def _measure(name: str, cfg, model_dir: str, warmup_dir: str, tmp: Path) -> dict:
     port = 29500 + (abs(hash(name)) % 1000)
     env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            # Large tensors are mmapped and given back when freed, so RSS follows live tensors.
@@ -191,7 +191,10 @@ def _measure(name: str, overrides: list[str], model_dir: str, warmup_dir: str, t
     procs, outs = [], []
     for rank in range(2):
         out = tmp / f"{abs(hash(name))}-{rank}.json"
-        spec = {"overrides": overrides, "model_dir": model_dir, "warmup_model_dir": warmup_dir, "out": str(out)}
+        config_pickle = tmp / f"{abs(hash(name))}.pkl"
+        config_pickle.write_bytes(pickle.dumps(cfg))
+        spec = {"config_pickle": str(config_pickle), "model_dir": model_dir, "warmup_model_dir": warmup_dir,
+                "out": str(out)}
         procs.append(subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)],
                                       env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -228,17 +231,17 @@ def run(quick: bool = False) -> Result:
     model = QUICK_MODEL if quick else MODEL
     names = QUICK_ROWS if quick else tuple(ROWS)
     model_dir = str(resolve_model_dir(compose("train", model).model))
+    configs = {name: compose("train", [*model, *COMMON, *ROWS[name]]) for name in names}
     rows, errors, measured_speed, plans = [], [], {}, {}
     with tempfile.TemporaryDirectory(prefix="rayloom-bench-plan-") as tmp:
         warmup_dir = _warmup_model(Path(tmp) / "warmup-model")
         for name in names:
-            overrides = [*model, *COMMON, *ROWS[name]]
-            cfg = compose("train", overrides)
+            cfg = configs[name]
             plan = plan_run(cfg, flops=0.0)
             plans[name] = plan
             predicted = plan.breakdown.total_peak
             ds_estimate = _deepspeed_estimate(plan.setup, plan.shape, trainable_params(plan.shape, plan.setup))
-            got = _measure(name, overrides, model_dir, warmup_dir, Path(tmp))
+            got = _measure(name, configs[name], model_dir, warmup_dir, Path(tmp))
             if "error" in got:
                 errors.append(f"{name}: {got['error']}")
                 rows.append({"system": name, "predicted_mib": predicted / MiB, "measured_mib": "failed"})
@@ -262,8 +265,8 @@ def run(quick: bool = False) -> Result:
     ratios, goals = {}, {}
     if judged:
         worst = max(judged, key=lambda r: abs(r["predicted/measured"] - 1))
-        ratios["worst predicted/measured peak memory"] = worst["predicted/measured"]
-        goals["worst predicted/measured peak memory"] = "<= 1.2"
+        ratios["worst deviation of predicted/measured from 1 (peak memory)"] = abs(worst["predicted/measured"] - 1)
+        goals["worst deviation of predicted/measured from 1 (peak memory)"] = "<= 0.2"
         ratios["rows within ±20%"] = sum(abs(r["predicted/measured"] - 1) <= 0.2 for r in judged) / len(judged)
         goals["rows within ±20%"] = ">= 1.0"
         ratios["median DeepSpeed estimate/measured"] = sorted(r["deepspeed/measured"] for r in judged)[len(judged) // 2]
@@ -274,7 +277,13 @@ def run(quick: bool = False) -> Result:
              "DeepSpeed's estimators count model states only and assume 16-bit mixed precision (2+18 bytes per "
              "parameter) with a 1.5 buffer factor on the CPU side; they are below the measurement where activations "
              "and logits matter and do not know about frozen (LoRA) weights.",
-             "On CPU, device and host are one RAM: offload rows validate the total, not the split."]
+             "On CPU, device and host are one RAM: offload rows validate the total, not the split.",
+             "Known misses inside the ±20%: the offload rows are under-predicted by 17-20% (DeepSpeed's CPU-offload "
+             "path holds about one more gradient-sized buffer than the model itemizes); activation checkpointing is "
+             "over-predicted by ~18% (the recomputed layer's activations are not all alive at once).",
+             "tokens_per_s is one timed step per row on a shared 2-core machine: noisy (rows moved up to 2x between "
+             "runs), and the planner's efficiency factors are GPU assumptions, so the speed ratio judges little on "
+             "CPU."]
     speed = [n for n in SPEED_ROWS if n in measured_speed]
     if len(speed) >= 2:
         capacity_plan = plans[speed[0]]

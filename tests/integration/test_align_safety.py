@@ -71,7 +71,7 @@ def test_safety_dpo_on_pipeline_shards_prefers_refusals(ray_local, tiny_model_di
     data_cfg = dataclasses.replace(data_cfg, data=dataclasses.replace(
         data_cfg.data, sources=[SourceConfig(path=str(source), schema="preference")]))
     shards = run_data_job(data_cfg)
-    assert shards.manifest["kind"] == "preference" and shards.manifest["counts"]["bad"] == 2
+    assert shards.manifest.kind == "preference" and shards.manifest.counts.bad == 2
     quarantined = [json.loads(line) for line in storage.read_text(shards.quarantine).splitlines()]
     assert sorted(q["detail"] for q in quarantined) == ["chosen and rejected are identical",
                                                        "missing field 'chosen' (preference records need prompt, "

@@ -45,7 +45,7 @@ def test_train_and_export_on_s3_through_the_cli(s3_server, tiny_model_dir, tmp_p
 
     lineage = read_lineage(exported)  # the export names the shards it trained on and its base model
     assert lineage["run"] == "cli-s3" and lineage["objective"] == "clm" and lineage["steps"] == 3
-    assert lineage["data"]["content_hash"] == read_manifest(f"{root}/data/demo")["content_hash"]
+    assert lineage["data"]["content_hash"] == read_manifest(f"{root}/data/demo").content_hash
     assert lineage["parent"]["stage"] == "model" and lineage["parent"]["preset"] == "tiny-2l"
 
     # `rayloom export` of the run directory (its newest complete checkpoint) into a local directory,

@@ -134,14 +134,6 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    # Transitional dict-style reads (manifest["splits"]["train"]["rows"]) for readers that have not
-    # moved to attributes yet; to be removed once they have.
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.to_dict().get(key, default)
-
 
 def _build(tp: Any, value: Any, where: str) -> Any:
     """`value` (parsed JSON) as the annotated type `tp`: dataclasses, list[X], dict[str, X], X | None."""

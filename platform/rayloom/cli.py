@@ -21,6 +21,7 @@ from rayloom.doctor import run_doctor
 from rayloom.entry import JOBS
 from rayloom.errors import UserError
 from rayloom.log_setup import configure_logging
+from rayloom.planner import add_plan_command
 from rayloom.serve.admin import VERBS as SERVE_VERBS
 from rayloom.serve.admin import add_serve_admin_command
 from rayloom.serve.chat import add_chat_command
@@ -36,6 +37,7 @@ TOOLS = {
     "export": add_export_command,
     "serve-admin": add_serve_admin_command,
     "storage": add_storage_command,
+    "plan": add_plan_command,
 }
 
 EPILOG = """examples:

@@ -23,6 +23,7 @@ from rayloom.data import run_data_job
 from rayloom.errors import UserError
 from rayloom.eval import run_eval_job
 from rayloom.log_setup import configure_logging
+from rayloom.planner import preflight
 from rayloom.recipes import run_demo
 from rayloom.serve import run_serve_job
 from rayloom.train import run_train_job
@@ -35,10 +36,18 @@ class Job:
     run: Callable[[RayloomConfig], Any]
 
 
+def _train_after_preflight(cfg: RayloomConfig) -> Any:
+    """`rayloom train` (and `rayloom submit train`, jobs/train.py): the planner refuses, before any
+    worker starts, a run predicted not to fit (plan.preflight, default on; docs/planning.md). Here in
+    the command layer because rayloom.planner builds on rayloom.train, not the other way round."""
+    preflight(cfg)
+    return run_train_job(cfg)
+
+
 JOBS: dict[str, Job] = {
     "run": Job("the main job: build the tiny model and run every stage (data, train, align, eval, serve)", run_demo),
     "data": Job("prepare data with Ray Data: read, clean, dedup, tokenize, pack, write shards", run_data_job),
-    "train": Job("train with Ray Train + DeepSpeed ZeRO (pre-training, SFT, LoRA, alignment)", run_train_job),
+    "train": Job("train with Ray Train + DeepSpeed ZeRO (pre-training, SFT, LoRA, alignment)", _train_after_preflight),
     "tune": Job("sweep hyperparameters with Ray Tune over real training runs", run_tune_job),
     "eval": Job("evaluate a checkpoint or endpoint: metrics, safety probes, report, deploy gate", run_eval_job),
     "serve": Job("serve a model with Ray Serve + vLLM behind an OpenAI-compatible endpoint (a rollout when the app "

@@ -6,13 +6,13 @@ detected on this machine.
 """
 
 from rayloom.planner.core import Capacity, Plan, detect_capacity, plan_run, setup_from_config
-from rayloom.planner.job import PlanResult, check_fits, plan_main, preflight, run_plan_job
+from rayloom.planner.job import PlanResult, add_plan_command, check_fits, plan_main, preflight, run_plan_job
 from rayloom.planner.memory import Breakdown, Setup, Term, estimate
 from rayloom.planner.search import Candidate, search_configs, write_experiment
 from rayloom.planner.shapes import KNOWN, ModelShape, model_shape
 
 __all__ = [
-    "KNOWN", "Breakdown", "Candidate", "Capacity", "ModelShape", "Plan", "PlanResult", "Setup", "Term",
+    "KNOWN", "Breakdown", "add_plan_command", "Candidate", "Capacity", "ModelShape", "Plan", "PlanResult", "Setup", "Term",
     "check_fits", "detect_capacity", "estimate", "model_shape", "plan_main", "plan_run", "preflight",
     "run_plan_job", "search_configs", "setup_from_config", "write_experiment",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +16,11 @@ from rayloom.planner.search import Candidate, search_configs, write_experiment
 
 log = logging.getLogger(__name__)
 
-USAGE = """usage: rayloom plan train [hydra overrides ...]
-
-Predict the per-worker memory (device and host, term by term) and tokens/s of the configured
+DESCRIPTION = """Predict the per-worker memory (device and host, term by term) and tokens/s of the configured
 training run, against the detected or declared capacity (plan.device_memory_gb, plan.host_memory_gb).
 plan.search=true lists the configurations that fit (ZeRO stage, offload, micro-batch, accumulation,
 activation checkpointing) ranked by predicted throughput and writes the best as an experiment YAML
-(plan.write_dir, plan.write_name, plan.overwrite). See docs/planning.md."""
+(plan.write_dir, plan.write_name, plan.overwrite). Exit status: 0 fits, 1 does not fit. See docs/planning.md."""
 
 
 @dataclass
@@ -49,14 +48,23 @@ def run_plan_job(cfg: RayloomConfig) -> PlanResult:
     return result
 
 
-def plan_main(argv: list[str]) -> int:
-    """`rayloom plan [train] [overrides]`: 0 when the run (or, with plan.search, some configuration) fits,
-    1 when it does not, 2 on usage mistakes (UserError, raised to the CLI)."""
+def add_plan_command(commands) -> argparse.ArgumentParser:
+    """Add `rayloom plan [train|tune] [overrides]` to the rayloom CLI's sub-commands (rayloom.cli builds the tree)."""
+    parser = commands.add_parser(
+        "plan", help="predict a training run's memory and tokens/s before launch; find configurations that fit",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  rayloom plan train model=hf model.path=/models/llama-8b plan=h100_80gb train.num_workers=8\n"
+               "  rayloom plan train plan.search=true plan.device_memory_gb=24")
+    parser.add_argument("overrides", nargs="*", default=(), metavar="[train|tune] override",
+                        help="the job to plan (default train) and its Hydra overrides")
+    parser.set_defaults(run=_run_plan)
+    return parser
+
+
+def _run_plan(args: argparse.Namespace) -> int:
     from rayloom.config import compose
 
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
+    argv = list(args.overrides)
     job = "train"
     if argv and argv[0] in ("train", "tune"):
         job, argv = argv[0], argv[1:]
@@ -66,6 +74,18 @@ def plan_main(argv: list[str]) -> int:
     if result.plan.fits is not False:
         return 0
     return 0 if result.candidates else 1
+
+
+def plan_main(argv: list[str]) -> int:
+    """`rayloom plan ARGV...` from an argv list (tests, scripts): 0 when the run (or, with plan.search,
+    some configuration) fits, 1 when it does not; usage mistakes raise UserError / exit 2."""
+    parser = argparse.ArgumentParser(prog="rayloom")
+    add_plan_command(parser.add_subparsers())
+    try:
+        args = parser.parse_args(["plan", *argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return _run_plan(args)
 
 
 def _largest_terms(plan: Plan, count: int = 3) -> str:

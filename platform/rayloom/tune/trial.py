@@ -30,6 +30,7 @@ from typing import Any
 import rayloom.align  # noqa: F401  (registers the alignment objectives: dpo, ipo, orpo, safety_sft)
 from rayloom import storage
 from rayloom.config import RayloomConfig
+from rayloom.planner import check_fits
 from rayloom.train import RunPaths, train
 from rayloom.train import checkpoints as ckpts
 from rayloom.tune.space import apply_overrides, trial_values
@@ -172,6 +173,12 @@ def trial_fn(config: dict[str, Any], job: SweepJob) -> None:
         run_name, on_existing = f"{job.sweep_name}-{trial_id}-from-{pointer['trial_id']}-s{pointer['step']}", "resume"
         restored = {"restored_from": pointer["trial_id"], "restored_step": pointer["step"]}
     cfg = trial_config(cfg, job, run_name, on_existing)
+    fits, why = check_fits(cfg)
+    if not fits:  # the planner predicts this trial's values cannot fit: skip it instead of an OOM
+        log.warning("trial %s skipped: %s", trial_id, why)
+        worst = float("inf") if cfg.tune.mode == "min" else float("-inf")
+        tune.report({job.metric: worst, "skipped": why, "values": json.dumps(values), "run_name": run_name})
+        return
     directory = RunPaths.of(cfg, run_name).run_dir
     if restored:
         storage.remove(directory)

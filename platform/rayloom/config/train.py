@@ -100,13 +100,80 @@ class PeftConfig:
 
 # Objectives the trainer knows: clm and sft are registered by rayloom.train, the alignment ones by
 # rayloom.align (train.objectives.register_objective); the config checks the name early.
-OBJECTIVE_NAMES = ("clm", "sft", "dpo", "ipo", "orpo", "safety_sft")
+OBJECTIVE_NAMES = ("clm", "sft", "dpo", "ipo", "orpo", "safety_sft", "grpo")
 # Preference objectives: they train on preference shards (chosen/rejected pairs).
 PREFERENCE_OBJECTIVES = ("dpo", "ipo", "orpo")
 # objective.loss_type values per objective ("" picks the first).
-LOSS_TYPES = {"dpo": ("sigmoid", "hinge", "robust"), "ipo": ("ipo",), "orpo": ("orpo",)}
+LOSS_TYPES = {"dpo": ("sigmoid", "hinge", "robust"), "ipo": ("ipo",), "orpo": ("orpo",),
+              # grpo: TRL's GRPO loss aggregations (TRL's default dapo first); see rayloom.align.grpo_loss.
+              "grpo": ("dapo", "grpo", "dr_grpo", "bnpo")}
 # Where the reference policy of dpo/ipo comes from.
 REFERENCE_MODES = ("auto", "copy")
+
+
+# grpo: how group-relative advantages are scaled (TRL's scale_rewards) and where rollouts run.
+SCALE_REWARDS = ("group", "batch", "none")
+ROLLOUT_PLACEMENTS = ("colocated", "split")
+
+
+@dataclass
+class GrpoConfig:
+    """objective=grpo: online RL with verifiable rewards (rayloom.align.grpo)."""
+
+    # Completions sampled per prompt; advantages are relative to the prompt's group.
+    num_generations: int = 4
+    # Most tokens a completion may have (dr_grpo's normaliser too).
+    max_completion_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # PPO clipping of the policy ratio: [1 - epsilon, 1 + epsilon_high] (epsilon_high 0 -> epsilon).
+    epsilon: float = 0.2
+    epsilon_high: float = 0.0
+    # KL(policy || reference) coefficient, k3 estimator as TRL; 0 -> no reference forward at all.
+    kl_coef: float = 0.0
+    scale_rewards: str = "group"
+    # Reward functions, "module.function" (hydra.utils.get_method), called as
+    # fn(prompts=..., completions=..., answers=..., finished=...) -> list[float]; summed with weights.
+    rewards: list[str] = field(default_factory=lambda: ["rayloom.align.rewards.exact_match",
+                                                        "rayloom.align.rewards.format_reward"])
+    # One weight per reward function; empty -> 1.0 each.
+    reward_weights: list[float] = field(default_factory=list)
+    # vLLM rollout engines (Ray actors) per training worker.
+    num_engines: int = 1
+    # colocated: the engines take no CPUs of their own and take turns with training on the
+    # workers' nodes; split: each engine reserves rollout_cpus (rollout_gpus) of its own.
+    placement: str = "colocated"
+    rollout_cpus: float = 1.0
+    rollout_gpus: float = 0.0
+    # vLLM KV cache per engine (GiB; VLLM_CPU_KVCACHE_SPACE on CPU, the memory fraction's share on GPU).
+    kv_cache_gib: float = 1.0
+    # Replacements of dead rollout engines a worker may start before the run fails.
+    max_engine_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        require(self.num_generations >= 2, "objective.grpo.num_generations",
+                "must be >= 2 (advantages are relative to the prompt's group)", self.num_generations)
+        positive(self.max_completion_tokens, "objective.grpo.max_completion_tokens")
+        positive(self.temperature, "objective.grpo.temperature")
+        require(0.0 < self.top_p <= 1.0, "objective.grpo.top_p", "must be in (0, 1]", self.top_p)
+        fraction(self.epsilon, "objective.grpo.epsilon", inclusive_high=False)
+        require(self.epsilon_high >= 0.0, "objective.grpo.epsilon_high", "must be >= 0", self.epsilon_high)
+        require(self.kl_coef >= 0.0, "objective.grpo.kl_coef", "must be >= 0", self.kl_coef)
+        one_of(self.scale_rewards, SCALE_REWARDS, "objective.grpo.scale_rewards")
+        require(bool(self.rewards), "objective.grpo.rewards", "must name at least one reward function", self.rewards)
+        require(not self.reward_weights or len(self.reward_weights) == len(self.rewards),
+                "objective.grpo.reward_weights", "needs one weight per reward function (or none)", self.reward_weights)
+        positive(self.num_engines, "objective.grpo.num_engines")
+        one_of(self.placement, ROLLOUT_PLACEMENTS, "objective.grpo.placement")
+        require(self.rollout_cpus >= 0 and self.rollout_gpus >= 0, "objective.grpo.rollout_cpus",
+                "rollout resources must be >= 0", (self.rollout_cpus, self.rollout_gpus))
+        positive(self.kv_cache_gib, "objective.grpo.kv_cache_gib")
+        require(self.max_engine_restarts >= 0, "objective.grpo.max_engine_restarts", "must be >= 0",
+                self.max_engine_restarts)
+
+    @property
+    def resolved_epsilon_high(self) -> float:
+        return self.epsilon_high or self.epsilon
 
 
 @dataclass
@@ -133,6 +200,8 @@ class ObjectiveConfig:
     # safety_sft: the seed set's SFT records (JSONL of {"messages": [...]}); "" -> the shipped
     # conf/safety/safety_sft.jsonl.
     safety_data: str = ""
+    # grpo: rollouts, rewards and the clipped policy-gradient loss (GrpoConfig).
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
 
     def __post_init__(self) -> None:
         one_of(self.name, OBJECTIVE_NAMES, "objective.name")

@@ -127,7 +127,7 @@ def find_duplicates(records, dedup: DedupConfig, *, partitions: int = 0):
     bands = lsh_bands(dedup) if dedup.near else None
     keys = records.map_batches(_keys, fn_kwargs={"dedup": dedup, "bands": bands, "parts": parts},
                                batch_format="pyarrow", batch_size=None)
-    groups = keys.groupby("part").map_groups(_groups, batch_format="pyarrow").materialize()
+    groups = keys.groupby("part", num_partitions=parts).map_groups(_groups, batch_format="pyarrow").materialize()
     group_refs = groups.to_arrow_refs()
     signed = records.map_batches(_signed, fn_kwargs={"involved_refs": group_refs}, batch_format="pyarrow",
                                  batch_size=None).materialize()

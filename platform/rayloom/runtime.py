@@ -146,8 +146,33 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
         return True
     num_cpus = cluster.num_cpus or default_num_cpus()
     log.info("starting an embedded local Ray with %d logical CPUs", num_cpus)
-    ray.init(num_cpus=num_cpus, num_gpus=cluster.num_gpus, include_dashboard=cluster.include_dashboard, **common)
+    with _loopback_node():
+        ray.init(num_cpus=num_cpus, num_gpus=cluster.num_gpus, include_dashboard=cluster.include_dashboard,
+                 _node_ip_address=LOOPBACK, **common)
     return True
+
+
+LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def _loopback_node() -> Iterator[None]:
+    """The embedded Ray serves this machine only, and runs without token auth on its gRPC ports:
+    its GCS, raylet and workers listen on 127.0.0.1, not on every interface. Ray binds its gRPC
+    servers to loopback when the node IP is 127.0.0.1, but ray.init turns a 127.0.0.1
+    `_node_ip_address` back into the machine's address unless multi-node clusters are off (Ray's
+    own default on macOS and Windows, `ray_constants.ENABLE_RAY_CLUSTER`). It is off only while
+    this call starts the node; Serve's HTTP/HAProxy ingress still binds serve.host. Checked on Ray
+    2.60: GCS, raylet, workers, actors, dashboard agent and runtime-env agent all listen on
+    127.0.0.1 (before: 0.0.0.0 / the node IP), and `rayloom serve` through HAProxy still answers."""
+    from ray._private import ray_constants  # Ray's switch has no public API (checked on Ray 2.60)
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 @contextmanager

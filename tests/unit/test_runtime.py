@@ -93,3 +93,25 @@ def test_a_forwarded_variable_holding_credentials_stays_here(monkeypatch, caplog
     env = build_runtime_env(ClusterConfig())
     assert "AWS_ENDPOINT_URL" not in env["env_vars"]
     assert "not forwarding AWS_ENDPOINT_URL" in caplog.text and "pw-in-url" not in caplog.text
+
+
+def test_embedded_ray_binds_loopback(monkeypatch):
+    """ray.init gets node IP 127.0.0.1 with Ray's multi-node switch off, so its gRPC servers bind
+    127.0.0.1 (tests/integration/test_runtime_ray.py runs the real thing); the switch is restored."""
+    import ray
+    from ray._private import ray_constants
+
+    from rayloom.runtime import init_ray
+
+    seen = {}
+
+    def fake_init(**kwargs):
+        seen.update(kwargs, multi_node=ray_constants.ENABLE_RAY_CLUSTER)
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    assert init_ray(ClusterConfig(num_cpus=4)) is True
+    assert seen["_node_ip_address"] == "127.0.0.1" and seen["multi_node"] is False
+    assert ray_constants.ENABLE_RAY_CLUSTER is before

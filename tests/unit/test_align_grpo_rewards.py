@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from rayloom.align.rewards import digit_share, exact_match, format_reward, numeric_match, resolve_rewards, score
+from rayloom.align.rewards import (
+    digit_share,
+    exact_match,
+    format_reward,
+    numeric_match,
+    resolve_rewards,
+    score,
+)
 from rayloom.config import compose
 from rayloom.errors import UserError
 

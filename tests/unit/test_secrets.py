@@ -215,8 +215,6 @@ def test_the_local_serve_config_writer_refuses_cluster_env_secrets(tmp_path):
     assert not (tmp_path / "serve_config.yaml").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="needs secret_policy.check_config(cfg, ...) in serve/serve_config.py "
-                                       "render_serve_config (owned by the serving work; the lead wires it)")
 def test_the_local_serve_config_writer_refuses_engine_kwargs_secrets(tmp_path):
     from rayloom.serve.serve_config import write_serve_config
 

@@ -20,6 +20,7 @@ from rayloom import storage
 from rayloom.config import RayloomConfig
 from rayloom.errors import UserError
 from rayloom.runtime import build_env_vars
+from rayloom.secret_policy import check_config
 from rayloom.serve.app import controller_env_vars
 from rayloom.serve.deployment_plan import _looks_like_hub_id
 
@@ -35,6 +36,8 @@ def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dic
     nothing from this machine's environment, a model every node can read, and HTTP on all interfaces
     of the pod (the Kubernetes Service, not the pod, decides what is exposed)."""
     serve = cfg.serve
+    # What this file carries travels to the cluster (serve deploy, a RayService): secrets never by value.
+    check_config(cfg, where="the Serve config")
     if for_cluster:
         _check_cluster_visible_model(cfg)
     application: dict[str, Any] = {

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rayloom import storage
 from rayloom.config import RayloomConfig, TrackingConfig
+from rayloom.secret_policy import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def build_trackers(cfg: RayloomConfig, run_name: str) -> list:
     trackers: list = []
     if cfg.tracking.mlflow:
         tracker = MlflowTracker(cfg.tracking, cfg.storage.root, run_name, run_params(cfg))
-        log.info("tracking to MLflow at %s (run %s)", tracker.uri, tracker.run_id)
+        log.info("tracking to MLflow at %s (run %s)", redact_uri(tracker.uri), tracker.run_id)
         trackers.append(tracker)
     if cfg.tracking.tensorboard:
         tracker = TensorBoardTracker(cfg.tracking, cfg.storage.root, run_name)

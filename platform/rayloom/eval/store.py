@@ -129,14 +129,21 @@ def load_harness_results(uri: str) -> dict:
     return json.loads(storage.read_text(path))
 
 
+def _numpy_value(value):
+    """A numpy scalar or array (lm-eval's samples hold both) as plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value.item()
+
+
 def _lenient(value):
-    # lm-eval's output holds numpy numbers, callables (task functions) and other objects.
-    if hasattr(value, "item"):
-        return value.item()
+    # lm-eval's output holds numpy numbers and arrays, callables (task functions) and other objects.
+    if hasattr(value, "tolist") or hasattr(value, "item"):
+        return _numpy_value(value)
     return str(value)
 
 
 def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
+    if hasattr(value, "tolist") or hasattr(value, "item"):
+        return _numpy_value(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

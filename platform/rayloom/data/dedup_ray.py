@@ -92,10 +92,13 @@ def _resolve(group_refs: list, signed_refs: list, dedup: DedupConfig) -> tuple[p
     import ray
 
     start = time.perf_counter()
-    groups = [np.asarray(m, dtype=np.int64) for t in ray.get(list(group_refs))
+    # (An empty block may come without columns.)
+    groups = [np.asarray(m, dtype=np.int64) for t in ray.get(list(group_refs)) if t.num_rows
               for m in t.column("members").to_pylist()]
     exact, signatures = {}, {}
     for table in ray.get(list(signed_refs)):
+        if not table.num_rows:
+            continue
         for doc, e, s in zip(table.column("doc_id").to_pylist(), table.column("exact").to_pylist(),
                              table.column("signature").to_pylist(), strict=True):
             exact[doc] = e

@@ -106,13 +106,14 @@ def test_lm_eval_by_hand_gives_the_numbers_rayloom_eval_gives(offline_run, tmp_p
     model_args = f"pretrained={tiny_model_dir},dtype=float32,max_model_len=512,enforce_eager=True,seed=0"
     subprocess.run([sys.executable, "-m", "rayloom.eval.lm_eval_main", "--model", "vllm", "--model_args", model_args,
                     "--tasks", ",".join(tasks), "--include_path", str(tasks_dir()), "--limit", str(LIMIT), "--batch_size", "auto",
-                    "--apply_chat_template", "--bootstrap_iters", "0", "--output_path", str(tmp_path)],
+                    "--apply_chat_template", "--output_path", str(tmp_path)],
                    check=True, env=env, cwd=tmp_path, timeout=600)
     by_hand = json.loads(next(tmp_path.rglob("results_*.json")).read_text())["results"]
     ours = json.loads((Path(offline_run.uri) / "lm_eval" / "results.json").read_text())
     for task in tasks:
         for key, value in by_hand[task].items():
-            if "," in key and isinstance(value, float):
+            # lm-eval 0.4.13's CLI has no --bootstrap_iters: its stderrs are bootstrapped, ours are off.
+            if "," in key and "stderr" not in key and isinstance(value, float):
                 assert ours["results"][task][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (task, key)
 
 

@@ -71,6 +71,11 @@ def _endpoint_cfg(eval_cfg, endpoint, tiny_model_dir, **changes):
     return dataclasses.replace(eval_cfg, eval=ecfg)
 
 
+# Ran here: the offline target works, but rayloom serve answers lm-eval's local-completions requests
+# with 400 Bad Request (its request limits refuse what lm-eval's log-likelihood requests send); the
+# endpoint target against rayloom's own endpoint is open work in issue #20. Strict: fails once fixed.
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="rayloom serve refuses lm-eval's local-completions requests (400); issue #20")
 def test_offline_and_endpoint_targets_give_the_same_scores(offline_run, endpoint, eval_cfg, tiny_model_dir,
                                                            monkeypatch):
     from rayloom.eval import evaluate

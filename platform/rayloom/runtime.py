@@ -146,8 +146,11 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
         return True
     num_cpus = cluster.num_cpus or default_num_cpus()
     log.info("starting an embedded local Ray with %d logical CPUs", num_cpus)
+    # address="local": a new instance always. With no address Ray joins whatever cluster
+    # /tmp/ray/ray_current_cluster names (any `ray start`, or another process's Ray on this machine)
+    # and then refuses num_cpus: an embedded run must not depend on what else runs here.
     with _loopback_node():
-        ray.init(num_cpus=num_cpus, num_gpus=cluster.num_gpus, include_dashboard=cluster.include_dashboard,
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=cluster.num_gpus, include_dashboard=cluster.include_dashboard,
                  _node_ip_address=LOOPBACK, **common)
     return True
 

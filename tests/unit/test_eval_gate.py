@@ -73,3 +73,18 @@ def test_check_deploy_gate_is_what_serve_calls(tmp_path):
     assert "demo/exact_match = 0.25" in str(info.value)
     passing = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, gate=GROUP_SCHEMAS["eval"]().gate))
     assert check_deploy_gate(passing).passed
+
+
+def test_a_half_written_eval_run_is_not_read(tmp_path):
+    """A folder with metrics.json that was never committed (a crashed writer, a hand-made copy) is
+    not an eval run: the gate and the reports read committed versions only."""
+    import json
+
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / store.METRICS_FILE).write_text(json.dumps({"format": store.FORMAT, "metrics": {"demo/exact_match": 1.0}}))
+    assert not store.is_run(half)
+    with pytest.raises(UserError, match="is not a committed rayloom artifact"):
+        store.load_run(half)
+    good = _write_run(str(tmp_path / "eval"), "ok", {"demo/exact_match": 0.9}, str(tmp_path / "model"))
+    assert store.is_run(good) and store.load_run(good)["metrics"] == {"demo/exact_match": 0.9}

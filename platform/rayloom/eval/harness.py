@@ -12,6 +12,7 @@ eval.task_dirs), found with lm-eval's `include_path`; lm-eval's standard benchma
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -62,9 +63,16 @@ class _QuietCustomDataset(logging.Filter):
 def task_manager(cfg: EvalConfig):
     require_lm_eval()
     logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomDataset())
+    return _indexed_tasks(tuple(include_paths(cfg)))
+
+
+@functools.lru_cache(maxsize=4)
+def _indexed_tasks(paths: tuple[str, ...]):
+    """Indexing lm-eval's thousands of task YAMLs takes ~20 s on 2 cores; a process that evaluates
+    several times (tune trials, align's measures, tests) indexes each set of folders once."""
     from lm_eval.tasks import TaskManager  # here: lm-eval indexes its task folders on import
 
-    return TaskManager(include_path=include_paths(cfg))
+    return TaskManager(include_path=list(paths))
 
 
 def load_tasks(cfg: EvalConfig, manager) -> dict:

@@ -70,11 +70,17 @@ def latest_run_for(root: str, path: str | os.PathLike) -> str | None:
 
 
 def is_run(uri: str | os.PathLike) -> bool:
-    return storage.exists(storage.join(str(uri), METRICS_FILE))
+    """A committed eval run: a folder with metrics.json that is not committed is half a run."""
+    return storage.is_committed(uri) and storage.exists(storage.join(storage.resolve_committed(uri), METRICS_FILE))
+
+
+def _version(uri: str | os.PathLike) -> str:
+    """The committed version to read every file of one run from (a UserError when uncommitted)."""
+    return storage.resolve_committed(uri, "eval run")
 
 
 def load_run(uri: str | os.PathLike) -> dict:
-    path = storage.join(str(uri), METRICS_FILE)
+    path = storage.join(_version(uri), METRICS_FILE)
     if not storage.exists(path):
         raise UserError(f"{uri} is not an eval run (no {METRICS_FILE} there)")
     payload = json.loads(storage.read_text(path))
@@ -85,7 +91,7 @@ def load_run(uri: str | os.PathLike) -> dict:
 
 
 def load_predictions(uri: str, task: str) -> list[dict]:
-    path = storage.join(uri, "predictions", f"{_safe(task)}.jsonl")
+    path = storage.join(_version(uri), "predictions", f"{_safe(task)}.jsonl")
     if not storage.exists(path):
         return []
     return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
@@ -123,7 +129,7 @@ def write_harness_output(local: Path, results: dict, samples: dict[str, list[dic
 
 
 def load_harness_results(uri: str) -> dict:
-    path = storage.join(uri, "lm_eval", "results.json")
+    path = storage.join(_version(uri), "lm_eval", "results.json")
     if not storage.exists(path):
         raise UserError(f"{uri} has no lm-eval results (lm_eval/results.json)")
     return json.loads(storage.read_text(path))

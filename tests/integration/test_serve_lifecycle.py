@@ -217,4 +217,7 @@ def test_sigterm_after_an_ingress_reload_leaves_no_process_and_frees_the_port(se
     assert not _our_haproxies(directory)
     assert not directory.exists()
     with socket.socket() as sock:  # the port is free for the next `rayloom serve`
+        # As every server binds (HAProxy, uvicorn): SO_REUSEADDR lets the bind through the closed
+        # connections' TIME_WAIT entries, and still fails while anything listens on the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", server.port))

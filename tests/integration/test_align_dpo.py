@@ -74,6 +74,8 @@ def test_metrics_report_rewards_logps_and_kl(lora_run):
     assert last["num_trainable"] < last["num_params"] / 10  # LoRA: no second full copy was trained
 
 
+# Long variant, run by `make test-all`: `make test` keeps the LoRA DPO run (loss from log 2, held-out accuracy, metrics)
+@pytest.mark.slow
 def test_disabled_adapter_reference_equals_a_frozen_copy(ray_local, pairs, lora_run, tmp_path):
     _, auto = lora_run
     cfg, copied = _train(ray_local, tmp_path, pairs, "peft=lora", "peft.dropout=0.0", "deepspeed=zero2", "train.lr=2e-2",
@@ -86,6 +88,8 @@ def test_disabled_adapter_reference_equals_a_frozen_copy(ray_local, pairs, lora_
         assert b["kl_to_ref"] == pytest.approx(a["kl_to_ref"], abs=1e-5)
 
 
+# Long variant, run by `make test-all`: `make test` keeps the LoRA DPO run (loss from log 2, held-out accuracy, metrics)
+@pytest.mark.slow
 def test_zero3_full_finetune_with_a_partitioned_reference(ray_local, pairs, tmp_path):
     _, result = _train(ray_local, tmp_path, pairs, "deepspeed=zero3", "train.lr=1e-3", "train.max_steps=3",
                        "train.eval_batches=0", "train.run_name=dpo-zero3")

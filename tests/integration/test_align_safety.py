@@ -38,6 +38,8 @@ def before(tiny_model_dir, held_out):
     return measure_refusals(tiny_model_dir, held_out).metrics
 
 
+# Long variant, run by `make test-all`: `make test` trains LoRA DPO (test_align_dpo.py) and GRPO's weight sync; the safety data is unit-tested
+@pytest.mark.slow
 def test_safety_sft_raises_refusals_without_over_refusing(ray_local, tiny_model_dir, tmp_path, held_out, before):
     rows = sft_rows(tiny_model_dir, seq_len=128, num=64)
     cfg = compose("train", align_overrides(tmp_path, "objective=safety_sft", "objective.safety_ratio=0.5",

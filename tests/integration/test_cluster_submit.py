@@ -47,6 +47,8 @@ def test_tiny_job_runs_on_the_cluster(head, capsys, monkeypatch):
     assert token not in out + err
 
 
+# Long variant, run by `make test-all`: `make test` submits a tiny job and checks jobs list/status/logs/stop, bad overrides and tokens
+@pytest.mark.slow
 def test_a_tiny_training_job_runs_on_the_cluster(head, tiny_model_dir, tmp_path, capsys):
     from helpers.train_fixtures import pretrain_rows, train_overrides, write_shards
 

@@ -111,6 +111,8 @@ def test_packing_keeps_documents_apart_and_masks_only_assistant_tokens(golden, t
     assert len(manifest.splits["train"].files) > 1                          # rows_per_shard=16
 
 
+# Long variant, run by `make test-all`: `make test` keeps this file's golden-count, packing, bad-row and Ray Train streaming tests
+@pytest.mark.slow
 def test_rerun_gives_byte_identical_shards(golden):
     first = golden["result"]
     before = {name: storage.read_bytes(storage.join(first.output, name)) for name in storage.list_files(first.output)}
@@ -137,6 +139,8 @@ def test_too_many_bad_rows_fail_loudly_and_publish_nothing(golden):
     assert not storage.is_committed(output)
 
 
+# Long variant, run by `make test-all`: `make test` keeps this file's golden-count, packing, bad-row and Ray Train streaming tests
+@pytest.mark.slow
 def test_preference_pairs_keep_chosen_and_rejected(tmp_path, ray_local, tiny_model_dir):
     records = [{"prompt": f"What is {i} + 1?", "chosen": str(i + 1), "rejected": str(i + 2)} for i in range(30)]
     records += [{"prompt": [{"role": "system", "content": "Be exact."}, {"role": "user", "content": "Spell cat."}],
@@ -182,6 +186,8 @@ def _hydra_sources(sources: list[dict]) -> str:
     return f"data.sources=[{items}]"
 
 
+# Long variant, run by `make test-all`: `make test` keeps this file's golden-count, packing, bad-row and Ray Train streaming tests
+@pytest.mark.slow
 def test_cli_reads_sources_from_and_writes_shards_to_s3(golden, s3_server):
     # Through the CLI in a fresh process: its embedded Ray starts with the S3 settings in the
     # environment, as a user's would (this session's Ray started before the S3 test server).
@@ -205,6 +211,8 @@ def test_cli_reads_sources_from_and_writes_shards_to_s3(golden, s3_server):
         lm_segments(row)
 
 
+# Long variant, run by `make test-all`: `make test` keeps this file's golden-count, packing, bad-row and Ray Train streaming tests
+@pytest.mark.slow
 def test_materialize_false_streams_the_same_records(golden):
     cfg = golden["cfg"]
     output = str(golden["root"] / "runs" / "stream")

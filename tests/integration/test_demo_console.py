@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# Long suite, run by `make test-all`: the stages' own tests run in `make test`; this is the CLI end to end (~3-4 min)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # What the console must not show (all of it goes to the log files instead).
 NOISE = {

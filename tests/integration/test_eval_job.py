@@ -55,6 +55,8 @@ def test_rayloom_eval_cli_writes_the_run_and_fails_the_gate(ray_local, tmp_path,
     assert {r["verdict"] for r in compared["rows"] if r["delta"] is not None} == {"same"}
 
 
+# Long variant, run by `make test-all`: `make test` keeps `rayloom eval` writing the run and failing the gate
+@pytest.mark.slow
 def test_demo_stage_prints_the_before_after_table(ray_local, tmp_path, tiny_config, tiny_model_dir, capsys):
     import dataclasses
 

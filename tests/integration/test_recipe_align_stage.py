@@ -10,7 +10,8 @@ from helpers.align_fixtures import learnable_pairs, write_preference_shards
 
 from rayloom.config import compose
 
-pytestmark = pytest.mark.integration
+# Long suite, run by `make test-all`: `make test` trains DPO in test_align_dpo.py; this is the demo's stage around it
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_align_stage_raises_held_out_preference_accuracy(ray_local, tiny_model_dir, tmp_path, capsys):

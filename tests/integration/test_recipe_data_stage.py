@@ -17,7 +17,8 @@ from rayloom.models import load_tokenizer
 from rayloom.recipes import DemoState, stage_configs
 from rayloom.recipes.demo_stages import stage_data
 
-pytestmark = pytest.mark.integration
+# Long suite, run by `make test-all`: `make test` runs the data pipeline in test_data_pipeline.py; this is the demo's stage around it
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 _USER = re.compile(r"<\|user\|>\n(.*?)<\|end\|>", re.S)
 

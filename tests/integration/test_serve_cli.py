@@ -16,7 +16,8 @@ import yaml
 from rayloom.ports import free_port
 from rayloom.waiting import wait_until
 
-pytestmark = pytest.mark.integration
+# Long suite, run by `make test-all`: `make test` runs `rayloom serve` as a process in test_serve_lifecycle.py (SIGTERM, hardening)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -414,6 +414,8 @@ def test_each_engine_core_runs_on_its_workers_cores_when_cores_are_few(served):
         assert threads == {frozenset(expected)}, (engine.pid, sorted(worker_cores), threads)
 
 
+# Long variant, run by `make test-all`: `make test` keeps the one-replica endpoint tests; the rollout test also runs two replicas
+@pytest.mark.slow
 def test_two_replicas_serve_one_endpoint_and_a_killed_replica_is_replaced(served, client):
     import ray
 

@@ -20,7 +20,8 @@ from helpers.serve_fixtures import LoadGenerator, make_lora_adapter
 from rayloom.ports import free_port
 from rayloom.waiting import wait_until
 
-pytestmark = pytest.mark.integration
+# Long suite, run by `make test-all`: about 6 min on 2 cores; `make test` keeps the endpoint and lifecycle suites, and `python bench/run.py serve_rollout` measures the same rollout
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEY = "rollout-key-5b2c-0123456789abcdef"
 APP = "rollout-test"

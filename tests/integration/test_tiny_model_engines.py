@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# Long suite, run by `make test-all`: the engines' smoke tests; `make test` trains with DeepSpeed and serves with vLLM elsewhere
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_vllm_loads_and_generates(tiny_model_dir, tmp_path):

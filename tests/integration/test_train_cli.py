@@ -19,6 +19,8 @@ def _cli(*args: str, env: dict, timeout: int = 600) -> subprocess.CompletedProce
                           cwd=REPO_ROOT, env=env, timeout=timeout)
 
 
+# Long variant, run by `make test-all`: `make test` trains and exports LoRA in test_train_lora.py; S3 commits are in tests/reliability
+@pytest.mark.slow
 def test_train_and_export_on_s3_through_the_cli(s3_server, tiny_model_dir, tmp_path):
     from rayloom import storage
     from rayloom.train import checkpoints as ckpts

@@ -13,9 +13,10 @@ from rayloom.config import compose
 
 pytestmark = pytest.mark.integration
 
-# Stages run in CI; the rest are `slow` (each run is ~30 s of worker start-up on 2 cores).
-FAST = ["zero0", "zero2", "zero3_offload"]
-SLOW = ["zero1", "zero3", "zero1_offload", "zero2_offload"]
+# `make test` runs ZeRO-3 with CPU offload (the partitioned, offloaded path); the other stages and the
+# agreement checks against ZeRO-0 are `slow` (each run is 30-90 s on 2 cores).
+FAST = ["zero3_offload"]
+SLOW = ["zero0", "zero2", "zero1", "zero3", "zero1_offload", "zero2_offload"]
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +64,22 @@ def test_zero_stage_lowers_the_loss_slow(zero_runs, preset):
     _check_lowers_loss(zero_runs(preset))
 
 
+@pytest.mark.slow
 def test_zero2_agrees_with_zero0(zero_runs):
     zero0 = [h["loss"] for h in zero_runs("zero0").history]
     zero2 = [h["loss"] for h in zero_runs("zero2").history]
     assert zero2 == pytest.approx(zero0, rel=1e-4)
 
 
-def test_zero3_offload_partitions_parameters_and_agrees(zero_runs):
-    result = zero_runs("zero3_offload")
-    last = result.history[-1]
+def test_zero3_offload_partitions_parameters(zero_runs):
+    last = zero_runs("zero3_offload").history[-1]
     # Each of the 2 ranks holds about half of the parameters.
     assert last["params_local"] <= 0.55 * last["num_params"]
+
+
+@pytest.mark.slow
+def test_zero3_offload_agrees_with_zero0(zero_runs):
+    result = zero_runs("zero3_offload")
     zero0 = [h["loss"] for h in zero_runs("zero0").history]
     assert [h["loss"] for h in result.history] == pytest.approx(zero0, rel=1e-3)
 

@@ -13,7 +13,8 @@ from helpers.tune_fixtures import sweep_overrides, write_sweep_shards
 from rayloom import storage
 from rayloom.config import compose
 
-pytestmark = pytest.mark.integration
+# Long suite, run by `make test-all`: about 4 min on 2 cores; `make test` runs a sweep in test_tune_resume.py
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Sequential trials in this order: the first good learning rate sets the bar at the first
 # evaluation; the much smaller ones fall below it there and are stopped.

@@ -87,8 +87,9 @@ def run(quick: bool = False) -> Result:
 
         with tempfile.TemporaryDirectory() as root:
             from rayloom.data.demo_corpus import preference_records
+            from rayloom.data.packing import preference_rows
 
-            rows_data = _preference_rows(model_dir, preference_records(64), cfg.data.seq_len)
+            rows_data = preference_rows(model_dir, preference_records(64), cfg.data.seq_len)
             run_cfg = compose("train", ["experiment=tiny_grpo", f"model={preset}", f"storage.root={root}",
                                         "tracking.progress_bar=false", "tracking.log_every=1", "train.export=false",
                                         f"train.max_steps={3 if quick else 6}"])
@@ -119,26 +120,6 @@ def run(quick: bool = False) -> Result:
                          "The training run's phases come from its own metrics (rollout_s, sync_s, update_s per step, "
                          "first step left out); sync pushes LoRA-merged weights through the object store and vLLM's "
                          "reload_weights, then resets the prefix cache."])
-
-
-def _preference_rows(model_dir, records: list[dict], seq_len: int) -> list[dict]:
-    import numpy as np
-    from transformers import AutoTokenizer
-
-    from rayloom.data.packing import pad_preference
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-
-    def encode(prompt, answer):
-        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-        enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-        return np.asarray(enc["input_ids"][:seq_len], np.int32), np.asarray(enc["assistant_masks"][:seq_len], np.int8)
-
-    chosen = [encode(r["prompt"], r["chosen"]) for r in records]
-    rejected = [encode(r["prompt"], r["rejected"]) for r in records]
-    table, _ = pad_preference([c[0] for c in chosen], [c[1] for c in chosen], [r[0] for r in rejected],
-                              [r[1] for r in rejected], seq_len, tok.pad_token_id)
-    return table.to_pylist()
 
 
 if __name__ == "__main__":  # vLLM starts engine processes: scripts that build one need the guard

@@ -8,25 +8,10 @@ from __future__ import annotations
 
 
 def encode_pairs(tokenizer_dir, records: list[dict], seq_len: int = 64) -> list[dict]:
-    """{prompt, chosen, rejected} records -> preference rows (each side right-padded to seq_len),
-    tokenized the way the data pipeline does: chat template, assistant-only labels."""
-    import numpy as np
-    from transformers import AutoTokenizer
+    """{prompt, chosen, rejected} records -> preference rows, tokenized the way the data pipeline does."""
+    from rayloom.data.packing import preference_rows
 
-    from rayloom.data.packing import pad_preference
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-
-    def encode(prompt, answer):
-        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-        enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-        return np.asarray(enc["input_ids"][:seq_len], np.int32), np.asarray(enc["assistant_masks"][:seq_len], np.int8)
-
-    chosen = [encode(r["prompt"], r["chosen"]) for r in records]
-    rejected = [encode(r["prompt"], r["rejected"]) for r in records]
-    table, _ = pad_preference([c[0] for c in chosen], [c[1] for c in chosen], [r[0] for r in rejected],
-                              [r[1] for r in rejected], seq_len, tok.pad_token_id)
-    return table.to_pylist()
+    return preference_rows(tokenizer_dir, records, seq_len)
 
 
 def demo_pairs(tokenizer_dir, num: int, seq_len: int = 64, seed: int = 0) -> list[dict]:

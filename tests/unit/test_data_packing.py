@@ -90,3 +90,18 @@ def test_plan_is_deterministic_and_follows_weights():
     assert not np.array_equal(val, is_validation(ids, 0.1, seed=1))
     forced = is_validation(ids[:3], 0.0, seed=0, forced=ids[1:2])
     assert forced.tolist() == [False, True, False]
+
+
+def test_preference_rows_from_records_label_only_the_answers(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from rayloom.data.packing import preference_rows
+
+    rows = preference_rows(tiny_model_dir, [{"prompt": "2 + 2 =", "chosen": "4", "rejected": "5"}], seq_len=48)
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert len(rows) == 1 and set(rows[0]) == set(PREFERENCE_COLUMNS)
+    for side, answer in (("chosen", "4"), ("rejected", "5")):
+        ids, labels = rows[0][f"{side}_input_ids"], rows[0][f"{side}_labels"]
+        assert len(ids) == 48
+        scored = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX])
+        assert scored.startswith(answer), scored

@@ -129,3 +129,23 @@ def pad_preference(chosen_ids: list[np.ndarray], chosen_masks: list[np.ndarray],
                     _fixed_lists(mask_out.ravel(), num_rows, seq_len, pa.int8())]
     stats = PackStats(rows=num_rows, documents=num_rows, real_tokens=real, slots=2 * num_rows * seq_len)
     return pa.table(dict(zip(PREFERENCE_COLUMNS, columns, strict=True))), stats
+
+
+def preference_rows(tokenizer_dir, records: list[dict], seq_len: int) -> list[dict]:
+    """{prompt, chosen, rejected} records (prompt a user message) -> preference rows as the data job
+    writes them (chat template, assistant-only masks, each side right-padded to seq_len), for the
+    tests and benchmarks that train on pairs without running the data job first."""
+    from transformers import AutoTokenizer  # here: transformers only when rows are built
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+    def encode(prompt: str, answer: str) -> tuple[np.ndarray, np.ndarray]:
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        return np.asarray(enc["input_ids"][:seq_len], np.int32), np.asarray(enc["assistant_masks"][:seq_len], np.int8)
+
+    chosen = [encode(r["prompt"], r["chosen"]) for r in records]
+    rejected = [encode(r["prompt"], r["rejected"]) for r in records]
+    table, _ = pad_preference([c[0] for c in chosen], [c[1] for c in chosen], [r[0] for r in rejected],
+                              [r[1] for r in rejected], seq_len, tok.pad_token_id)
+    return table.to_pylist()

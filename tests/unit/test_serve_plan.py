@@ -73,7 +73,7 @@ def test_s3_model_and_adapter(s3_server, tiny_model_dir, adapter_dir, tmp_path):
     assert json.loads((Path(local.adapters["a1"]) / "adapter_config.json").read_text())["r"] == 8
     again = fetch_adapter(adapter_uri, "a1", local.cache_dir, 16)
     assert str(again) == local.adapters["a1"]
-    with pytest.raises(UserError, match="no adapter_config.json under"):
+    with pytest.raises(UserError, match="is not a committed rayloom artifact"):
         fetch_adapter(f"s3://{bucket}/plan/nothing", "x", tmp_path / "c2", 16)
 
 

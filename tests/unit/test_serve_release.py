@@ -82,6 +82,25 @@ def test_publish_and_unpublish_adapters_in_the_s3_store(s3_server, tiny_model_di
         adapter_store.publish(compose("serve", []).serve, str(adapter), "x", cache_dir=tmp_path)
 
 
+def test_a_half_uploaded_adapter_is_neither_published_nor_loaded(s3_server, tiny_model_dir, tmp_path):
+    """Files under the store without a commit marker (an upload cut off, another tool's copy) are not
+    an adapter: the ingress does not admit the name and a replica's loader refuses it."""
+    from rayloom import storage
+    from rayloom.serve.adapters import fetch_adapter
+
+    store = f"s3://{s3_server['bucket']}/adapters-half"
+    serve = compose("serve", [f"serve.lora_dynamic_path={store}"]).serve
+    adapter = make_lora_adapter(tiny_model_dir, tmp_path / "adapter")
+    storage.upload_dir(adapter, f"{store}/half")
+    assert adapter_store.list_published(serve) == []
+    assert not adapter_store.PublishedCache(store, ttl_s=0).is_published("half")
+    with pytest.raises(UserError, match="is not a committed rayloom artifact"):
+        fetch_adapter(f"{store}/half", "half", tmp_path / "cache", 16)
+    adapter_store.publish(serve, str(adapter), "whole", cache_dir=tmp_path / "cache")
+    loaded = fetch_adapter(f"{store}/whole", "whole", tmp_path / "cache", 16)
+    assert (loaded / "adapter_config.json").is_file() and adapter_store.list_published(serve) == ["whole"]
+
+
 def test_serve_verbs_route_to_serve_admin_and_overrides_still_deploy(capsys):
     from rayloom.cli import build_parser, main
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -33,22 +32,17 @@ def _check_adapter_dir(path: Path, name: str, max_lora_rank: int) -> None:
 
 
 def fetch_adapter(path: str, name: str, cache_dir: str | Path, max_lora_rank: int) -> Path:
-    """A local directory holding adapter `name`: `path` itself, or a cached copy of an s3:// prefix."""
-    from filelock import FileLock
-
+    """A local directory holding adapter `name`: `path` itself (its current version when rayloom
+    committed it), or the verified local copy of a committed s3:// adapter. An s3:// prefix that is
+    not committed (half an upload, another tool's files) is refused, as for models."""
     if not storage.is_s3(path):
         local = Path(path).expanduser().resolve()
+        if storage.is_committed(local):
+            local = Path(storage.resolve_committed(local))
         _check_adapter_dir(local, name, max_lora_rank)
         return local
-    key = hashlib.sha256(path.rstrip("/").encode()).hexdigest()[:12]
-    target = Path(cache_dir).expanduser() / f"{name}-{key}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not storage.is_committed(target):
-            if not storage.exists(storage.join(path, ADAPTER_CONFIG)):
-                raise UserError(f"LoRA adapter {name!r}: no {ADAPTER_CONFIG} under {path}")
-            log.info("downloading LoRA adapter %s from %s", name, path)
-            with storage.local_copy(path, cache_dir=target.parent) as tmp:
-                storage.commit_dir(tmp, target)
-    _check_adapter_dir(target, name, max_lora_rank)
-    return target
+    log.info("fetching LoRA adapter %s from %s", name, path)
+    local = storage.download_committed(path, Path(cache_dir).expanduser() / "adapters",
+                                       what=f"LoRA adapter {name!r}:")
+    _check_adapter_dir(local, name, max_lora_rank)
+    return local

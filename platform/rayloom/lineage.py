@@ -99,13 +99,16 @@ def read_lineage(model_dir: str | os.PathLike | None) -> dict[str, Any] | None:
     """The record beside a model, or None when the directory has none (or is a hub id)."""
     if not model_dir:
         return None
-    uri = storage.join(str(model_dir), LINEAGE_FILE)
     try:
+        root = str(model_dir)
+        if storage.is_s3(root) and storage.is_committed(root):  # a local one reads through its link
+            root = storage.resolve_committed(root)
+        uri = storage.join(root, LINEAGE_FILE)
         if not storage.exists(uri):
             return None
         return json.loads(storage.read_text(uri))
     except (OSError, ValueError) as exc:  # unreadable lineage must not stop serving or evaluating
-        log.warning("could not read %s: %s", uri, exc)
+        log.warning("could not read the lineage of %s: %s", model_dir, exc)
         return None
 
 

@@ -78,6 +78,15 @@ def test_roundtrip_on_s3(s3_server):
     assert lineage.read_lineage(uri)["id"] == "s3id"
 
 
+def test_a_committed_s3_model_has_the_lineage_of_its_current_version(s3_server, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    lineage.write_lineage(model, {"id": "committed", "stage": "train"})
+    uri = f"s3://{s3_server['bucket']}/lineage/committed-model"
+    storage.commit_dir(model, uri)
+    assert lineage.read_lineage(uri)["id"] == "committed"
+
+
 @pytest.fixture
 def evaluated_model(tmp_path):
     model_dir = tmp_path / "model"

@@ -90,7 +90,9 @@ def _looks_like_hub_id(path: str | None) -> bool:
 def _model_config(source: str) -> dict | None:
     """The model's config.json from a local directory or an s3:// prefix (None for a hub id)."""
     if storage.is_s3(source):
-        uri = storage.join(source, "config.json")
+        if not storage.is_committed(source):  # the replicas refuse it too (models.resolve_model_dir)
+            return None
+        uri = storage.join(storage.resolve_committed(source), "config.json")
         return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
     config_file = Path(source) / "config.json"
     return json.loads(config_file.read_text()) if config_file.is_file() else None

@@ -7,7 +7,6 @@ template (as vLLM renders them), completion prompts are encoded as vLLM encodes 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -29,13 +28,9 @@ def load_serving_tokenizer(source: str, cache_dir: str | Path):
     from transformers import AutoTokenizer  # here: transformers is heavy; only replicas load tokenizers
 
     if storage.is_s3(source):
-        target = Path(cache_dir).expanduser() / f"tokenizer-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-        target.mkdir(parents=True, exist_ok=True)
-        for name in _TOKENIZER_FILES:
-            uri = storage.join(source, name)
-            if not (target / name).is_file() and storage.exists(uri):
-                (target / name).write_bytes(storage.read_bytes(uri))
-        source = str(target)
+        # The committed version's tokenizer files only, verified against the marker (never half an export).
+        source = str(storage.download_committed(source, Path(cache_dir).expanduser() / "tokenizers",
+                                                only=_TOKENIZER_FILES, what="the served model's tokenizer:"))
     return AutoTokenizer.from_pretrained(source)
 
 

@@ -109,6 +109,9 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
     info = _model_info(cfg, model, target)
     if label:
         info["label"] = label
+    name = run_name or ecfg.run_name or store.default_run_name(label or info["name"])
+    uri = output or ecfg.output or storage.join(store.eval_root(cfg.storage), "runs", name)
+    storage.check_writable(uri)  # (run_eval_job checked a named one before Ray started)
     start = time.perf_counter()
     try:
         lm_out = harness.run_harness(ecfg, target.open(), tasks_loaded, api_key_env=ecfg.api_key_env)
@@ -119,8 +122,6 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
     extras: dict = {}
     if ecfg.judge.enabled:
         extras["judge"] = judge_results(results, ecfg.judge, ecfg.request_timeout_s, ecfg.num_concurrent_requests)
-    name = run_name or ecfg.run_name or store.default_run_name(label or info["name"])
-    uri = output or ecfg.output or storage.join(store.eval_root(cfg.storage), "runs", name)
     tasks = {task: r.summary() for task, r in results.items()}
     flat = {f"{task}/{metric}": value for task, s in tasks.items() for metric, value in s["metrics"].items()}
     gate = None if ecfg.gate.is_empty else evaluate_gate(flat, ecfg.gate, run=uri)
@@ -185,6 +186,8 @@ def run_eval_job(cfg: RayloomConfig):
         report = import_reviews(ecfg.human_review.key, list(ecfg.human_review.ratings), ecfg.human_review.kappa_weights)
         print(review_markdown(report))
         return report
+    if ecfg.output or ecfg.run_name:  # a folder rayloom did not write: refused before the evaluation, not after
+        storage.check_writable(ecfg.output or storage.join(store.eval_root(cfg.storage), "runs", ecfg.run_name))
     if ecfg.target == "checkpoint":
         with ray_session(cfg.cluster, cfg.storage):
             run = evaluate(cfg)

@@ -82,10 +82,7 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     check_config(cfg)
     name = cfg.train.run_name
     paths = RunPaths.of(cfg, data_output=data_output)
-    if cfg.train.export:  # refuse a bad export path before training, not after it
-        storage.check_output_path(paths.export_dir, inputs=[paths.run_dir, paths.data_output],
-                                  root=cfg.storage.root, what="train.export_dir")
-        storage.check_writable(paths.export_dir, kind="model", overwrite=cfg.train.overwrite)
+    check_export_destination(cfg, paths)
     build_objective = objective_builder(cfg.objective.name)
     objective = build_objective(cfg)
     data, seq_len, rows = open_training_data(cfg, datasets, paths.data_output, objective.columns,
@@ -187,10 +184,20 @@ def _write_model_lineage(cfg: RayloomConfig, result: TrainResult, data_output: s
     lineage.write_lineage(result.model_dir, record)
 
 
+def check_export_destination(cfg: RayloomConfig, paths: RunPaths) -> None:
+    """Refuse a bad export path before training, not after it: the storage root, an input, or a
+    folder rayloom did not write (unless train.overwrite)."""
+    if cfg.train.export:
+        storage.check_output_path(paths.export_dir, inputs=[paths.run_dir, paths.data_output],
+                                  root=cfg.storage.root, what="train.export_dir")
+        storage.check_writable(paths.export_dir, kind="model", overwrite=cfg.train.overwrite)
+
+
 def run_train_job(cfg: RayloomConfig) -> TrainResult:
     """`rayloom train [overrides]`: train on the shards at data.output (or <storage.root>/data/<data.name>)."""
     check_config(cfg)
     apply_storage_env(cfg.storage)
+    check_export_destination(cfg, RunPaths.of(cfg))
     read_manifest(RunPaths.of(cfg).data_output)  # no shards -> a clear error before Ray starts
     with ray_session(cfg.cluster, cfg.storage):
         result = train(cfg)

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 from rayloom import storage
 from rayloom.config import RayloomConfig
@@ -129,9 +130,24 @@ def build_searcher(tune_cfg):
     return BasicVariantGenerator(random_state=tune_cfg.seed, max_concurrent=tune_cfg.max_concurrent_trials)
 
 
+def refuse_foreign_sweep_dir(cfg: RayloomConfig) -> None:
+    """A non-empty folder at the sweep directory that holds no Tune experiment is not rayloom's:
+    Ray Tune would write its trials among the user's files, and tune.on_existing=overwrite would
+    not apply to it. Refused, naming the path (checked before Ray starts)."""
+    path = sweep_dir(cfg)
+    if not storage.exists(path):
+        return
+    files = storage.list_files(path)
+    if files and not any(Path(f).name.startswith("experiment_state") for f in files):
+        raise UserError(f"tune.name={cfg.tune.name!r}: {path} already exists and was not written by rayloom "
+                        f"({len(files)} file(s) and no Ray Tune sweep, e.g. {sorted(files)[0]!r}); rayloom does "
+                        "not write among them. Pick a new tune.name, or move that folder away.")
+
+
 def _prepare_sweep_dir(cfg: RayloomConfig, tuner_cls) -> bool:
     """Apply tune.on_existing to an existing sweep directory; True when the sweep resumes."""
     path = sweep_dir(cfg)
+    refuse_foreign_sweep_dir(cfg)
     if not tuner_cls.can_restore(path):
         return False
     if cfg.tune.on_existing == "error":
@@ -202,7 +218,8 @@ def sweep(cfg: RayloomConfig, data_output: str | None = None, callbacks: Sequenc
 def run_tune_job(cfg: RayloomConfig) -> SweepResult:
     """`rayloom tune [overrides]`: sweep cfg.tune over training runs on the committed shards."""
     apply_storage_env(cfg.storage)
-    check_sweep(absolutize_paths(cfg), default_output(cfg))  # bad input -> a clear error before Ray starts
+    refuse_foreign_sweep_dir(absolutize_paths(cfg))  # bad input -> a clear error before Ray starts
+    check_sweep(absolutize_paths(cfg), default_output(cfg))
     read_manifest(default_output(cfg))
     with ray_session(cfg.cluster, cfg.storage):
         result = sweep(cfg)

@@ -221,3 +221,19 @@ def test_the_local_serve_config_writer_refuses_engine_kwargs_secrets(tmp_path):
     cfg = compose("serve", [f"+serve.engine_kwargs.hf_token={SECRET}"])
     with pytest.raises(UserError, match="hf_token"):
         write_serve_config(cfg, tmp_path / "serve_config.yaml")
+
+
+def test_eval_runs_store_endpoint_urls_without_credentials():
+    """An endpoint URL with credentials (user:pw@, ?api_key=) is redacted in lm-eval's recorded
+    model_args, which rayloom stores in the run (lm_eval/results.json)."""
+    from rayloom.eval.harness import _redact_model_args
+
+    output = {"config": {"model_args": {"base_url": "https://bob:hunter2@llm.example/v1/completions?api_key=sk-1",
+                                        "model": "tiny", "num_concurrent": 4}}}
+    _redact_model_args(output)
+    args = output["config"]["model_args"]
+    assert "hunter2" not in str(args) and "sk-1" not in str(args)
+    assert args["base_url"] == "https://***@llm.example/v1/completions?api_key=***" and args["num_concurrent"] == 4
+    text = {"config": {"model_args": "base_url=https://bob:hunter2@llm.example/v1,model=tiny"}}
+    _redact_model_args(text)
+    assert "hunter2" not in text["config"]["model_args"]

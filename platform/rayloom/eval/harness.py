@@ -23,6 +23,7 @@ from rayloom.config import EvalConfig, conf_dir
 from rayloom.errors import UserError
 from rayloom.eval.robustness import variant_tasks
 from rayloom.openai_client import NO_KEY, api_base
+from rayloom.secret_policy import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -170,4 +171,17 @@ def run_harness(cfg: EvalConfig, lm, tasks: dict, *, api_key_env: str = "") -> H
         output = lm_eval.simple_evaluate(model=lm, **kwargs)
     output = dict(output or {})
     samples = output.pop("samples", {}) or {}
+    _redact_model_args(output)
     return HarnessOutput(output, samples)
+
+
+def _redact_model_args(output: dict) -> None:
+    """lm-eval records its model_args (an API model's base_url) in the results rayloom stores:
+    credentials in URLs are redacted there (secret_policy.redact_uri)."""
+    config = output.get("config")
+    args = config.get("model_args") if isinstance(config, dict) else None
+    if isinstance(args, dict):
+        config["model_args"] = {k: redact_uri(v) if isinstance(v, str) else v for k, v in args.items()}
+    elif isinstance(args, str):  # lm-eval's "k=v,k=v" form
+        config["model_args"] = ",".join(f"{k}={redact_uri(v)}" if sep else k
+                                        for k, sep, v in (part.partition("=") for part in args.split(",")))

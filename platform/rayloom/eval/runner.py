@@ -34,6 +34,7 @@ from rayloom.eval.robustness import fold_variants
 from rayloom.lineage import read_lineage
 from rayloom.models import resolve_model_dir
 from rayloom.runtime import ray_session
+from rayloom.secret_policy import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def _model_info(cfg: RayloomConfig, model: ModelConfig, target) -> dict:
     if cfg.eval.target == "endpoint":
         # An endpoint is recorded under eval.model_path when given (what it serves), for the gate.
         key = store.model_key(cfg.eval.model_path) if cfg.eval.model_path else None
-        return {"name": target.model, "path": cfg.eval.model_path or cfg.eval.endpoint_url, "key": key,
+        # Stored in the run and its report: credentials in the URL (user:pw@, ?token=) are redacted.
+        return {"name": target.model, "path": cfg.eval.model_path or redact_uri(cfg.eval.endpoint_url), "key": key,
                 "lineage": read_lineage(cfg.eval.model_path) if cfg.eval.model_path else None}
     if model.preset is not None:
         path = str(resolve_model_dir(model))
@@ -127,7 +129,7 @@ def evaluate(cfg: RayloomConfig, *, model_path: str | None = None, run_name: str
     gate = None if ecfg.gate.is_empty else evaluate_gate(flat, ecfg.gate, run=uri)
     payload = {
         "format": store.FORMAT, "run": name, "created": store.now_iso(), "model": info,
-        "target": {"kind": target.kind, "endpoint_url": ecfg.endpoint_url if target.kind == "endpoint" else ""},
+        "target": {"kind": target.kind, "endpoint_url": redact_uri(ecfg.endpoint_url) if target.kind == "endpoint" else ""},
         "engine": {"name": "lm-evaluation-harness", "version": lm_out.results.get("lm_eval_version", ""),
                    "n-shot": lm_out.results.get("n-shot", {}), "replicas": ecfg.num_replicas
                    if target.kind == "checkpoint" else None},

@@ -56,6 +56,29 @@ class LocalCluster:
         return sum(1 for n in ray.nodes() if n["Alive"])
 
 
+def leave_embedded_ray() -> bool:
+    """Disconnect this process from the test session's embedded Ray (tests/conftest.py ray_local)
+    so it can join its own cluster; True when there was one to come back to."""
+    import ray
+
+    was = ray.is_initialized()
+    if was:
+        ray.shutdown()
+    return was
+
+
+def restore_embedded_ray(was: bool) -> None:
+    """Start the session's embedded Ray again (4 logical CPUs, as ray_local does). Without it the
+    tests that run after a multi-node test get Ray's auto-init with os.cpu_count() CPUs: on 2 cores
+    a Ray Train run that streams a dataset then deadlocks (its workers hold every CPU, Ray Data's
+    read tasks wait for one)."""
+    if was:
+        from rayloom.config import ClusterConfig
+        from rayloom.runtime import init_ray
+
+        init_ray(ClusterConfig(num_cpus=4))
+
+
 @contextmanager
 def local_cluster(num_worker_nodes: int = 2, head_cpus: int = 2):
     """Start a head (no train slot) and `num_worker_nodes` worker nodes, connect this process to it,
@@ -66,6 +89,7 @@ def local_cluster(num_worker_nodes: int = 2, head_cpus: int = 2):
 
     from rayloom.waiting import wait_until
 
+    was_embedded = leave_embedded_ray()
     saved = os.environ.get("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S")
     # Read by Ray Train's controller, which the raylets start with this environment.
     os.environ["RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S"] = "0.5"
@@ -89,3 +113,4 @@ def local_cluster(num_worker_nodes: int = 2, head_cpus: int = 2):
             os.environ.pop("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", None)
         else:
             os.environ["RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S"] = saved
+        restore_embedded_ray(was_embedded)

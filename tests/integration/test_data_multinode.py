@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers.data_fixtures import write_golden
+from helpers.multinode import leave_embedded_ray, restore_embedded_ray
 
 from rayloom import storage
 from rayloom.config import ClusterConfig, SourceConfig, compose
@@ -42,8 +43,7 @@ def _run(root: Path, sources: list[dict], name: str, nodes: list[int]) -> dict:
 
     from rayloom.runtime import init_ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    was_embedded = leave_embedded_ray()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": nodes[0]})
     for cpus in nodes[1:]:
         cluster.add_node(num_cpus=cpus)
@@ -68,6 +68,7 @@ def _run(root: Path, sources: list[dict], name: str, nodes: list[int]) -> dict:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        restore_embedded_ray(was_embedded)
 
 
 def test_three_nodes_write_what_one_node_writes(tmp_path):

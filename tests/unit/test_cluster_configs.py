@@ -166,7 +166,10 @@ def test_kuberay_autoscaling_auth_and_no_public_dashboard():
         assert head["rayStartParams"]["num-cpus"] == "0", name
     for docs in _manifests().values():
         for doc in docs:
-            assert doc["kind"] != "Ingress"
+            if doc["kind"] == "Ingress":  # only the TLS one in front of Serve, never the dashboard (8265)
+                assert doc["spec"]["tls"], doc["metadata"]["name"]
+                backends = [p["backend"]["service"] for r in doc["spec"]["rules"] for p in r["http"]["paths"]]
+                assert all(b["name"].endswith("-serve-svc") and b["port"]["number"] == 8000 for b in backends)
             if doc["kind"] == "Service":
                 assert doc["spec"].get("type", "ClusterIP") == "ClusterIP"
 
@@ -278,3 +281,22 @@ def test_cluster_presets_compose(preset, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cfg = compose("run", [f"cluster={preset}"])
     assert cfg.cluster.address == "http://127.0.0.1:8265"
+
+
+def test_the_serve_ingress_terminates_tls_in_front_of_the_rayservice():
+    """docs/serving.md "TLS": the example Ingress serves HTTPS and forwards to KubeRay's serve Service
+    ("<RayService name>-serve-svc") on the port the RayService's Serve listens on."""
+    ingress = _manifests()["serve-ingress.yaml"][0]
+    service = _manifests()["rayservice.yaml"][0]
+    assert ingress["kind"] == "Ingress" and ingress["apiVersion"] == "networking.k8s.io/v1"
+    tls = ingress["spec"]["tls"]
+    assert tls and tls[0]["secretName"] and tls[0]["hosts"]
+    hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
+    assert hosts == set(tls[0]["hosts"])
+    serve_port = yaml.safe_load(service["spec"]["serveConfigV2"])["http_options"]["port"]
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            assert backend["name"] == f"{service['metadata']['name']}-serve-svc"
+            assert backend["port"]["number"] == serve_port
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "300"

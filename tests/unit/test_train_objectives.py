@@ -154,3 +154,20 @@ def test_flops_per_token_counts_frozen_weights_without_their_gradient():
 def test_measured_peak_is_a_plausible_flop_rate():
     peak = measure_peak_flops("float32", size=256, repeats=2)
     assert 1e8 < peak < 1e15 and not math.isnan(peak)
+
+
+def test_the_train_summary_shows_each_objectives_own_metrics_first_to_last():
+    import rayloom.align  # noqa: F401  (registers dpo and grpo)
+    from rayloom.config import compose
+    from rayloom.train.driver import TrainResult, summarize
+    from rayloom.train.objectives import objective_builder
+
+    step = {"loss": 0.69, "step": 1, "tokens_per_s": 100.0, "mfu": 0.01}
+    for name, metric, first, last in (("dpo", "pref_accuracy", 0.5, 0.875), ("grpo", "reward_mean", 0.0, 0.25)):
+        overrides = ["objective=" + name] + (["experiment=tiny_grpo"] if name == "grpo" else [])
+        objective = objective_builder(name)(compose("train", overrides))
+        assert metric in objective.summary_metrics
+        history = [{**step, metric: first}, {**step, "step": 2}, {**step, "step": 3, "loss": 0.5, metric: last}]
+        text = summarize(TrainResult(run_name="r", run_dir="d", checkpoint=None, step=3, history=history,
+                                     objective=name, summary_metrics=objective.summary_metrics))
+        assert f"{name}: {metric} {first:.3g} -> {last:.3g}" in text, text

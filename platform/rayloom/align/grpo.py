@@ -361,7 +361,8 @@ def grpo_objective(cfg: RayloomConfig) -> Objective:
     run = GrpoRun(cfg)
     return Objective(name="grpo", columns=COLUMNS, count_targets=run.count_targets, loss_sum=run.loss_sum,
                      count_tokens=run.count_tokens, data_kind="preference", attach=run.attach,
-                     report_metrics=run.report_metrics)
+                     report_metrics=run.report_metrics,
+                     summary_metrics=("reward_mean", "kl", "completion_length", "frac_zero_std_groups"))
 
 
 register_objective("grpo", grpo_objective)

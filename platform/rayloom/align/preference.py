@@ -210,7 +210,8 @@ def preference_objective(cfg: RayloomConfig) -> Objective:
     run = PreferenceRun(cfg)
     return Objective(name=cfg.objective.name, columns=PREFERENCE_COLUMNS, count_targets=_count_pairs,
                      loss_sum=run.loss_sum, count_tokens=_count_tokens, data_kind="preference",
-                     attach=run.attach, report_metrics=run.report_metrics)
+                     attach=run.attach, report_metrics=run.report_metrics,
+                     summary_metrics=("pref_accuracy", "reward_accuracy", "reward_margin", "kl_to_ref"))
 
 
 for _name in PREFERENCE_OBJECTIVES:

@@ -57,6 +57,9 @@ class TrainResult:
     wall_s: float = 0.0
     # Seconds from starting the trainer to the first reported step, minus that step's own time.
     startup_s: float = 0.0
+    # The objective, and its own metrics to summarize (Objective.summary_metrics).
+    objective: str = ""
+    summary_metrics: tuple[str, ...] = ()
 
 
 def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | None = None,
@@ -161,6 +164,7 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     step, checkpoint = newest
     state = ckpts.read_state(checkpoint)
     result = TrainResult(run_name=name, run_dir=paths.run_dir, checkpoint=checkpoint, step=step,
+                         objective=objective.name, summary_metrics=objective.summary_metrics,
                          history=monitor.history, metrics=monitor.history[-1] if monitor.history else {},
                          resumes=state.resumes, num_failures=len(monitor.failures), wall_s=wall,
                          startup_s=monitor.first_report_s or 0.0)
@@ -211,6 +215,13 @@ def summarize(result: TrainResult) -> str:
         first, last = result.history[0], result.history[-1]
         lines.append(f"  loss {first['loss']:.4f} (step {first['step']}) -> {last['loss']:.4f} (step {last['step']}); "
                      f"{last['tokens_per_s']:.0f} tokens/s, MFU {100 * last['mfu']:.1f}%")
+    moved = []
+    for key in result.summary_metrics:
+        seen = [h for h in result.history if isinstance(h.get(key), int | float)]
+        if seen:
+            moved.append(f"{key} {seen[0][key]:.3g} -> {seen[-1][key]:.3g}")
+    if moved:
+        lines.append(f"  {result.objective}: " + ", ".join(moved))
     if result.resumes:
         lines.append("  resumed from step(s) " + ", ".join(str(r["from_step"]) for r in result.resumes))
     if result.adapter_dir:

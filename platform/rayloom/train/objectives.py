@@ -44,6 +44,8 @@ class Objective:
     # Worker side, a collective every rank calls at each logged step: the objective's own metrics
     # since the previous call (train and "val_" ones), already reduced over ranks.
     report_metrics: Callable[[], dict] | None = None
+    # Metrics of its own that `rayloom train`'s summary shows first -> last beside the loss.
+    summary_metrics: tuple[str, ...] = ()
 
 
 def _lm_count_targets(batch: dict):

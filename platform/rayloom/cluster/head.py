@@ -27,6 +27,7 @@ import psutil
 
 from rayloom.errors import UserError
 from rayloom.ports import free_port
+from rayloom.processes import pid_alive
 from rayloom.runtime import DEFAULT_TOKEN_PATH, auth_headers
 from rayloom.waiting import WaitTimeout, wait_until
 
@@ -76,17 +77,7 @@ def read_state(state_dir: Path) -> HeadState | None:
 
 
 def is_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers signal 0; psutil tells it apart.
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return pid_alive(pid)
 
 
 def head_env(token_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -159,6 +159,10 @@ def _line_items(reader: _LineReader, end: int, limit: int) -> Iterator[Item]:
         if got is None:
             return
         pos, line, n, preview = got
+        if line is not None and not line.strip():
+            # Not a record (parsing drops blank lines too), so never an Item: a gzip "bomb" of
+            # newlines would otherwise send millions of empty rows through the pipeline.
+            continue
         yield Item(pos, raw=line) if line is not None else _too_large(pos, n, preview, limit)
 
 

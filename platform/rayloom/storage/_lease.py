@@ -25,6 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from rayloom.errors import UserError
+from rayloom.processes import pid_alive
 from rayloom.storage._io import is_s3, join
 from rayloom.storage._marker import LEASE_OBJECT
 from rayloom.storage._s3 import error_code, s3_client, s3_errors, split
@@ -85,13 +86,9 @@ def _pid_start(pid: int) -> str:
 
 
 def _alive(pid: int, start: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not start or not _pid_start(pid) or _pid_start(pid) == start
+    """The writer's process still runs: its pid is alive and (when recorded) started when it did,
+    so a pid the OS reused for another process does not keep a lease."""
+    return pid_alive(pid) and (not start or not _pid_start(pid) or _pid_start(pid) == start)
 
 
 def _key(uri: str) -> str:
@@ -266,6 +263,10 @@ def release_lease(uri: str | os.PathLike, token: str) -> None:
     if current is None or current.token != token:
         log.warning("the lease of %s was taken over while this process held it", key)
         return
+    _remove_lease_object(key)
+
+
+def _remove_lease_object(key: str) -> None:
     where = lease_location(key)
     if is_s3(key):
         bucket, obj = split(where)
@@ -301,13 +302,6 @@ def break_lease(uri: str | os.PathLike, *, force: bool = False) -> LeaseInfo | N
     if not force and not current.stale_reason():
         raise LeaseHeld(f"the lease of {key} is live ({current.describe()}); pass force=True "
                         f"(`--force`) only if you are sure that writer is gone")
-    where = lease_location(key)
     log.warning("breaking the lease of %s (%s)", key, current.describe())
-    if is_s3(key):
-        bucket, obj = split(where)
-        with s3_errors(where, "lease release"):
-            s3_client().delete_object(Bucket=bucket, Key=obj)
-    else:
-        with suppress(FileNotFoundError):
-            os.unlink(where)
+    _remove_lease_object(key)
     return current

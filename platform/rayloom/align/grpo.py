@@ -32,6 +32,7 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
+from rayloom.align.reference import reference_forward, unwrap
 from rayloom.config import RayloomConfig
 from rayloom.data.schema import IGNORE_INDEX
 from rayloom.errors import UserError
@@ -246,11 +247,7 @@ class GrpoRun:
         return total
 
     def _reference_forward(self, model, inputs: dict):
-        if self.reference is not None:
-            return self.reference(**inputs)
-        context = _unwrap(model).disable_adapter() if reference_by_disabling_adapter(self.cfg) else nullcontext()
-        with context:
-            return model(**inputs)
+        return reference_forward(model, inputs, self.reference, reference_by_disabling_adapter(self.cfg))
 
     def report_metrics(self) -> dict:
         """Collective: the window's metrics over all ranks; starts a new window."""
@@ -299,17 +296,13 @@ def _is_training(model) -> bool:
     return bool(getattr(model, "training", True))
 
 
-def _unwrap(model):
-    return getattr(model, "module", model)
-
-
 def policy_weights(engine, zero_stage: int) -> list:
     """The policy's weights as (Hugging Face name, CPU tensor) pairs, LoRA merged into its base layers.
 
     Under ZeRO-3 every rank must call this (the parameters are gathered collectively)."""
     import torch
 
-    model = _unwrap(engine)
+    model = unwrap(engine)
     gather = nullcontext()
     if zero_stage == 3:
         import deepspeed

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import nullcontext
 from typing import Any
 
+from rayloom.align.reference import reference_forward, unwrap
 from rayloom.config import RayloomConfig
 from rayloom.config.train import PREFERENCE_OBJECTIVES
 from rayloom.data.schema import PREFERENCE_COLUMNS
@@ -91,18 +91,13 @@ class PreferenceRun:
                                rejected, ref[:rows].detach(), ref[rows:].detach())
         else:
             pairs = orpo_losses(objective.beta, chosen, rejected)
-        self._record("train" if _unwrap(model).training else "val", pairs, chosen, rejected, rows,
+        self._record("train" if unwrap(model).training else "val", pairs, chosen, rejected, rows,
                      (lambda: token_kl(logits.detach(), reference_logits, logps.mask))
                      if reference_logits is not None else None, logps.mask)
         return pairs.losses.sum()
 
     def _reference_forward(self, model, inputs: dict):
-        if self.reference is not None:
-            return self.reference(**inputs)
-        # peft: the policy with its adapter switched off is the starting model.
-        context = _unwrap(model).disable_adapter() if reference_by_disabling_adapter(self.cfg) else nullcontext()
-        with context:
-            return model(**inputs)
+        return reference_forward(model, inputs, self.reference, reference_by_disabling_adapter(self.cfg))
 
     # --- metrics ---
     def _record(self, bucket: str, pairs, chosen, rejected, rows: int, kl, mask) -> None:
@@ -157,10 +152,6 @@ def _split(logps, rows: int):
     return (SequenceLogps(logps.logps[:rows], logps.num_tokens[:rows], logps.mask[:rows]),
             SequenceLogps(logps.logps[rows:], logps.num_tokens[rows:], logps.mask[rows:]))
 
-
-def _unwrap(model):
-    """The peft model inside a DeepSpeed engine (or the model itself)."""
-    return getattr(model, "module", model)
 
 
 def build_reference_engine(cfg: RayloomConfig, ds_config: dict, device):

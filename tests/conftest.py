@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -27,16 +26,11 @@ def pytest_collection_modifyitems(config, items):
 def _hermetic_env(tmp_path_factory):
     """Tests never reach the network or a user's caches."""
     cache = tmp_path_factory.mktemp("rayloom-cache")
-    saved = {k: os.environ.get(k) for k in ("RAYLOOM_CACHE_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ["RAYLOOM_CACHE_DIR"] = str(cache)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAYLOOM_CACHE_DIR", str(cache))
+        env.setenv("HF_HUB_OFFLINE", "1")
+        env.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -53,18 +47,13 @@ def s3_server():
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
-                       "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"})
-    boto3.client("s3").create_bucket(Bucket="rayloom-test")
-    yield {"endpoint": endpoint, "bucket": "rayloom-test"}
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+                           "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}.items():
+            env.setenv(key, value)
+        boto3.client("s3").create_bucket(Bucket="rayloom-test")
+        yield {"endpoint": endpoint, "bucket": "rayloom-test"}
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,8 @@ def _corpus(root: Path) -> tuple[list[dict], dict[str, int]]:
     lines = good[:45] + list(HOSTILE) + good[45:]
     (root / "web").mkdir(parents=True)
     (root / "web" / "hostile.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)   # ~200 MB of newlines
+    # ~200 MB of newlines, cut at data.max_file_bytes (3 MB: the limit bounds the work, not just memory)
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     bomb = b"".join(compressor.compress(b"\n" * (1 << 20)) for _ in range(200)) + compressor.flush()
     (root / "web" / "bomb.jsonl.gz").write_bytes(bomb)
     (root / "chat").mkdir()
@@ -54,7 +55,7 @@ def _corpus(root: Path) -> tuple[list[dict], dict[str, int]]:
 def _cfg(root: Path, sources: list[dict], **data):
     cfg = compose("data", ["model=tiny-2l", "data.name=hostile", "data.seq_len=64", "data.progress_bars=false",
                            "data.demo=''", "data.val_fraction=0.1", f"storage.root={root / 'runs'}",
-                           "data.max_record_bytes=1000000", "data.max_file_bytes=10000000"])
+                           "data.max_record_bytes=1000000", "data.max_file_bytes=3000000"])
     fields = {"sources": [SourceConfig(**s) for s in sources], **data}
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **fields))
 

@@ -56,15 +56,10 @@ def tokenize_and_pack(records, job: PackJob, *, num_blocks: int, stage: str | No
     data = job.data
     select = SelectRecords(job.weights, data.seed, data.val_fraction, job.duplicates, job.forced.tolist(),
                            only_split)
-    # The selection (duplicate ids, forced records) can be large: it goes to the object store once,
-    # and the actors get a reference inside a tuple, which Ray passes inline and does not resolve.
-    # Passed directly, Ray Data's actor constructor arguments would land in the object store and
-    # the driver's core worker prints an error-level notice on the console for every pool (Ray
-    # warns that restartable actors with such arguments cannot restart once they are gone).
     return records.map_batches(
         TokenizePackShards,
         fn_constructor_kwargs={"data": data, "model": job.model, "kind": job.kind, "pad_id": job.pad_id,
-                               "select": (ray.put(select),), "stage": stage},
+                               "select": select, "stage": stage},
         batch_size=None, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=max(1, min(data.num_tokenize_actors, num_blocks))),
     )

@@ -62,14 +62,10 @@ class TokenizePackShards:
     returns the packed rows of `only_split`.
     """
 
-    def __init__(self, data: DataConfig, model: ModelConfig, kind: str, pad_id: int,
-                 select: SelectRecords | tuple, stage: str | None) -> None:
+    def __init__(self, data: DataConfig, model: ModelConfig, kind: str, pad_id: int, select: SelectRecords,
+                 stage: str | None) -> None:
         from rayloom.data.tokenization import RecordTokenizer
 
-        if isinstance(select, tuple):  # (ObjectRef,) from shard_writer.tokenize_and_pack, which says why
-            import ray
-
-            select = ray.get(select[0])
         self.data = data
         self.kind = kind
         self.pad_id = pad_id

@@ -76,8 +76,7 @@ def read_state(state_dir: Path) -> HeadState | None:
     return HeadState(**json.loads(path.read_text()))
 
 
-def is_alive(pid: int) -> bool:
-    return pid_alive(pid)
+is_alive = pid_alive  # the name the cluster commands use
 
 
 def head_env(token_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -71,7 +71,8 @@ def latest_run_for(root: str, path: str | os.PathLike) -> str | None:
 
 def is_run(uri: str | os.PathLike) -> bool:
     """A committed eval run: a folder with metrics.json that is not committed is half a run."""
-    return storage.is_committed(uri) and storage.exists(storage.join(storage.resolve_committed(uri), METRICS_FILE))
+    info = storage.read_commit(uri)  # one marker read
+    return info is not None and storage.exists(storage.join(info.path, METRICS_FILE))
 
 
 def _version(uri: str | os.PathLike) -> str:

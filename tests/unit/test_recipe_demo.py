@@ -154,6 +154,8 @@ def test_quiet_console_moves_library_records_and_raylet_lines_into_the_log(tmp_p
         out = io.StringIO()
         stdout = _RayletLinesToLog(out, raylet)
         print("\x1b[33m(raylet)\x1b[0m WARNING: 8 PYTHON worker processes have been started", file=stdout)
+        print("[2026-12-06 11:30:38,829] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.",
+              file=stdout)
         print("  a stage summary", file=stdout)
         raylet.removeHandler(console.file_handler)
     finally:
@@ -164,4 +166,39 @@ def test_quiet_console_moves_library_records_and_raylet_lines_into_the_log(tmp_p
     assert out.getvalue() == "  a stage summary\n"
     logged = (tmp_path / "run.log").read_text()
     assert "INFO somelib.quiet_test: an INFO dump" in logged and "a library warning" in logged and "(raylet) WARNING: 8 PYTHON" in logged
+    assert "real_accelerator.py:213" in logged
     assert handler.level == logging.NOTSET  # restored
+
+
+# Run in a child process: it moves the process's own file descriptor 2.
+_NATIVE_OUTPUT = r"""
+import os, sys
+from pathlib import Path
+from rayloom.progress import progress_stream
+from rayloom.recipes.console import _stderr_into
+from rayloom.progress import progress_to
+
+log = Path(sys.argv[1])
+with _stderr_into(log) as terminal, progress_to(terminal):
+    os.write(2, b"[2026-12-06 11:17:45,032 E 11531 11531] core_worker.cc:2465: a native notice\n")
+    sys.stderr.write("Loading weights: 100%|##########| 39/39\n")
+    progress_stream().write("train demo: 2/100 steps\n")
+    print("  a stage summary")
+sys.stderr.write("after the block\n")
+"""
+
+
+def test_quiet_console_sends_file_descriptor_2_to_the_log_and_progress_bars_to_the_terminal(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "run.log"
+    log.write_text("first record\n")
+    out = subprocess.run([sys.executable, "-c", _NATIVE_OUTPUT, str(log)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "  a stage summary\n"
+    assert out.stderr == "train demo: 2/100 steps\nafter the block\n"
+    logged = log.read_text()
+    assert logged.startswith("first record\n")  # appended, not replaced
+    assert "core_worker.cc:2465: a native notice" in logged and "Loading weights" in logged

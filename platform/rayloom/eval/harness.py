@@ -163,16 +163,34 @@ def run_harness(cfg: EvalConfig, lm, tasks: dict, *, api_key_env: str = "") -> H
                   system_instruction=h.system_instruction or None, bootstrap_iters=h.bootstrap_iters,
                   random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
                   fewshot_random_seed=cfg.seed)
-    if isinstance(lm, tuple):
-        name, args = lm
-        with _api_key(api_key_env):
-            output = lm_eval.simple_evaluate(model=name, model_args=args, **kwargs)
-    else:
-        output = lm_eval.simple_evaluate(model=lm, **kwargs)
+    # lm-eval print()s its progress notes ("bootstrapping for stddev: ..."): they go to the log.
+    with contextlib.redirect_stdout(_LogLines(log)):
+        if isinstance(lm, tuple):
+            name, args = lm
+            with _api_key(api_key_env):
+                output = lm_eval.simple_evaluate(model=name, model_args=args, **kwargs)
+        else:
+            output = lm_eval.simple_evaluate(model=lm, **kwargs)
     output = dict(output or {})
     samples = output.pop("samples", {}) or {}
     _redact_model_args(output)
     return HarnessOutput(output, samples)
+
+
+class _LogLines:
+    """A text stream whose non-empty lines become INFO records of `logger`."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info("lm-eval: %s", line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 def _redact_model_args(output: dict) -> None:

@@ -7,8 +7,14 @@ writes to the console gets the log file as well, so nothing is lost, only moved.
 up their loggers lazily (on import, on first use), so `mute()` runs again at each stage.
 
 Ray's driver also prints what the raylet pushes to it (worker-count warnings, worker deaths)
-straight to sys.stdout as "(raylet) ..." lines, not as log records; while quiet, sys.stdout sends
-those lines to the log file and everything else (stage summaries, tables) to the terminal.
+straight to sys.stdout as "(raylet) ..." lines, not as log records, and DeepSpeed's logger writes
+its records to sys.stdout; while quiet, sys.stdout sends those lines to the log file and everything
+else (stage summaries, tables) to the terminal.
+
+Some output never passes through Python's logging: Ray's C++ core worker writes its notices to file
+descriptor 2, abseil's signal handler writes stack reports there (in forked engine processes too),
+and libraries draw their own tqdm bars on sys.stderr. While quiet, descriptor 2 itself points at the
+log file; rayloom's own progress bars draw on the terminal through `rayloom.progress`.
 """
 
 from __future__ import annotations
@@ -20,10 +26,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
+
+from rayloom.progress import progress_to
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _RAYLET_PREFIX = "(raylet)"
+# DeepSpeed's record format ("[2026-12-06 11:30:38,829] [WARNING] [real_accelerator.py:213:get_accelerator] ..."),
+# below ERROR.
+_DEEPSPEED_RECORD = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\] \[(DEBUG|INFO|WARNING)\] \[")
 
 
 class _LogFile(logging.FileHandler):
@@ -75,7 +87,8 @@ class QuietConsole:
 
 
 class _RayletLinesToLog:
-    """A sys.stdout that writes Ray's "(raylet) ..." lines to `log` and everything else to `stream`."""
+    """A sys.stdout that writes Ray's "(raylet) ..." lines and DeepSpeed's records to `log`, everything
+    else to `stream`."""
 
     def __init__(self, stream, log: logging.Logger) -> None:
         self._stream = stream
@@ -84,7 +97,7 @@ class _RayletLinesToLog:
 
     def write(self, text: str) -> int:
         plain = _ANSI.sub("", text)
-        if plain.lstrip().startswith(_RAYLET_PREFIX):
+        if plain.lstrip().startswith(_RAYLET_PREFIX) or _DEEPSPEED_RECORD.match(plain):
             self._log.warning(plain.strip())
             # print() writes the line and its end separately.
             self._swallow_newline = True
@@ -122,8 +135,32 @@ def quiet_console(path: Path) -> Iterator[QuietConsole]:
     raylet.addHandler(console.file_handler)
     stdout, sys.stdout = sys.stdout, _RayletLinesToLog(sys.stdout, raylet)
     try:
-        yield console
+        with _stderr_into(path) as terminal, progress_to(terminal):
+            yield console
     finally:
         sys.stdout = stdout
         raylet.removeHandler(console.file_handler)
         console.restore()
+
+
+@contextmanager
+def _stderr_into(path: Path) -> Iterator[TextIO]:
+    """Point file descriptor 2 at `path` (appending) and yield a stream on the terminal's stderr.
+
+    Where descriptor 2 cannot be duplicated (closed, or a stderr without one), nothing moves and
+    sys.stderr is yielded."""
+    sys.stderr.flush()
+    try:
+        terminal_fd = os.dup(2)
+    except OSError:
+        yield sys.stderr
+        return
+    terminal = os.fdopen(terminal_fd, "w", buffering=1, encoding="utf-8", errors="replace")
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield terminal
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal.fileno(), 2)
+        terminal.close()

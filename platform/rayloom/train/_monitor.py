@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from rayloom.config import RayloomConfig
+from rayloom.progress import progress_stream
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Monitor(threading.Thread):
         self.started = time.perf_counter()
         self.first_report_s: float | None = None
         self.stop_event = threading.Event()
-        self.bar = tqdm(total=cfg.train.max_steps, desc=f"train {run_name}", unit="step",
+        self.bar = tqdm(total=cfg.train.max_steps, desc=f"train {run_name}", unit="step", file=progress_stream(),
                         disable=not cfg.tracking.progress_bar, dynamic_ncols=True)
 
     def run(self) -> None:

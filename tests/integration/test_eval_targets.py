@@ -71,11 +71,6 @@ def _endpoint_cfg(eval_cfg, endpoint, tiny_model_dir, **changes):
     return dataclasses.replace(eval_cfg, eval=ecfg)
 
 
-# Ran here: the offline target works, but rayloom serve answers lm-eval's local-completions requests
-# with 400 Bad Request (its request limits refuse what lm-eval's log-likelihood requests send); the
-# endpoint target against rayloom's own endpoint is open work in issue #20. Strict: fails once fixed.
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="rayloom serve refuses lm-eval's local-completions requests (400); issue #20")
 def test_offline_and_endpoint_targets_give_the_same_scores(offline_run, endpoint, eval_cfg, tiny_model_dir,
                                                            monkeypatch):
     from rayloom.eval import evaluate
@@ -86,14 +81,27 @@ def test_offline_and_endpoint_targets_give_the_same_scores(offline_run, endpoint
     assert offline_run.payload["target"]["kind"] == "checkpoint"
     for task in TASKS:
         off, on = offline_run.results[task], online.results[task]
-        assert off.num_examples == on.num_examples == LIMIT, task
+        # Both targets score the same examples (lm-eval's effective count; safety_refusal's is 3 of the 6).
+        assert 0 < off.num_examples == on.num_examples <= LIMIT, task
         assert set(off.metrics) == set(on.metrics), task
         for name, value in off.metrics.items():
             assert on.metrics[name] == pytest.approx(value, rel=1e-3, abs=1e-3), (task, name)
     # Greedy generation: the same text, answer by answer (the chat template rendered by lm-eval on both).
+    # The server leaves special tokens out of the text (skip_special_tokens, the OpenAI API's default);
+    # lm-eval's vLLM backend keeps them (the random model emits <pad>): compared without them.
+    from transformers import AutoTokenizer
+
+    special = AutoTokenizer.from_pretrained(tiny_model_dir).all_special_tokens
+
+    def text(prediction):
+        response = prediction["response"]
+        for token in special:
+            response = response.replace(token, "")
+        return response
+
     for task in ("demo_arith", "safety_refusal"):
-        assert [p["response"] for p in online.results[task].predictions] == [
-            p["response"] for p in offline_run.results[task].predictions]
+        assert [text(p) for p in online.results[task].predictions] == [
+            text(p) for p in offline_run.results[task].predictions]
     # Log-likelihoods: the same numbers, choice by choice.
     for off, on in zip(offline_run.results["python_mc"].predictions, online.results["python_mc"].predictions,
                        strict=True):

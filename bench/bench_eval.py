@@ -17,6 +17,8 @@ from harness import Result
 DESCRIPTION = ("eval: rayloom eval (lm-eval + vLLM on Ray actors, 1 and 2 replicas on two logical nodes) vs "
                "`lm_eval --model vllm` run directly on the same tasks; same scores, docs/s")
 
+# simple_evaluate's default, which lm-eval's CLI uses; rayloom runs with the same so both do the same work.
+LM_EVAL_CLI_BOOTSTRAP_ITERS = 100_000
 TASKS = ["demo_arith", "python_qa", "demo_arith_mc", "python_mc", "heldout_text"]
 ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": "ERROR",
               "HF_HUB_OFFLINE": "1"}
@@ -29,7 +31,7 @@ def _lm_eval_direct(model_dir: str, limit: int | None) -> tuple[float, dict]:
         args = [sys.executable, "-m", "rayloom.eval.lm_eval_main", "--model", "vllm", "--model_args",
                 f"pretrained={model_dir},dtype=float32,max_model_len=512,enforce_eager=True,seed=0",
                 "--tasks", ",".join(TASKS), "--include_path", str(tasks_dir()), "--apply_chat_template",
-                "--batch_size", "auto", "--bootstrap_iters", "0", "--output_path", out]
+                "--batch_size", "auto", "--output_path", out]
         if limit:
             args += ["--limit", str(limit)]
         start = time.perf_counter()
@@ -46,7 +48,9 @@ def _rayloom(model_path: str, root: str, limit: int | None, replicas: int) -> tu
     from rayloom.eval import evaluate
 
     overrides = ["model=tiny-2l", f"storage.root={root}", f"eval.model_path={model_path}",
-                 f"eval.harness.tasks=[{','.join(TASKS)}]", "eval.max_model_len=512", "eval.harness.bootstrap_iters=0",
+                 f"eval.harness.tasks=[{','.join(TASKS)}]", "eval.max_model_len=512",
+                 # lm-eval 0.4's CLI has no --bootstrap_iters: it bootstraps with simple_evaluate's default.
+                 f"eval.harness.bootstrap_iters={LM_EVAL_CLI_BOOTSTRAP_ITERS}",
                  f"eval.num_replicas={replicas}", "eval.cpus_per_replica=1", "eval.plots=false"]
     if limit:
         overrides.append(f"eval.harness.limit={limit}")

@@ -94,30 +94,15 @@ def run_demo(cfg: RayloomConfig) -> DemoState:
     log_file = _log_dir(cfg) / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}.log"
     with _console(cfg, log_file) as console, ray_session(cfg.cluster, cfg.storage):
         _print_log_locations(log_file if console else None)
-        if "model" in stages:
-            with _stage("model", console):
-                stage_model(cfg, state)
-        if "data" in stages:
-            with _stage("data", console):
-                stage_data(configs.data, state)
-        if "train" in stages:
-            with _stage("train", console):
-                stage_pretrain(configs.train, state)
-        if "sft" in stages:
-            with _stage("sft", console):
-                stage_sft(configs.sft, state)
-        if "align" in stages:
-            with _stage("align", console):
-                stage_align(configs.align, state)
-        if "tune" in stages:
-            with _stage("tune", console):
-                stage_tune(configs.tune, state)
-        if "eval" in stages:
-            with _stage("eval", console):
-                stage_eval(cfg, state)
-        if "serve" in stages:
-            with _stage("serve", console):
-                stage_serve(cfg, state)
+        # In this order whatever order run.stages lists them in: each stage reads what the earlier ones left in state.
+        for name, run_stage, stage_cfg in (
+                ("model", stage_model, cfg), ("data", stage_data, configs.data),
+                ("train", stage_pretrain, configs.train), ("sft", stage_sft, configs.sft),
+                ("align", stage_align, configs.align), ("tune", stage_tune, configs.tune),
+                ("eval", stage_eval, cfg), ("serve", stage_serve, cfg)):
+            if name in stages:
+                with _stage(name, console):
+                    run_stage(stage_cfg, state)
     print(f"\nrayloom run: {len(stages)} stage(s) ran ({', '.join(stages)}) in {time.perf_counter() - started:.0f}s")
     return state
 

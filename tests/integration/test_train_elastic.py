@@ -138,8 +138,10 @@ def test_a_zero3_offload_checkpoint_from_2_workers_loads_on_1_and_3(cluster, row
 
     from rayloom.ports import free_port
 
+    # Global batch 12: a multiple of micro-batch 2 x 1, 2 and 3 workers (the load below builds the
+    # engine at each size with this config).
     overrides = train_overrides(tmp_path, "train.run_name=z3", *ELASTIC, "deepspeed=zero3_offload",
-                                "train.num_workers=2", "train.max_steps=3")
+                                "train.num_workers=2", "train.global_batch_size=12", "train.max_steps=3")
     result = train(compose("train", overrides), datasets=_dataset(rows))
     checkpoint = result.checkpoint
     saved = ckpts.read_state(checkpoint)

@@ -28,7 +28,21 @@ class LocalCluster:
         return self.cluster.address
 
     def add_worker_node(self):
-        node = self.cluster.add_node(num_cpus=1, resources={SLOT: 1}, object_store_memory=80 * 1024 * 1024)
+        """Start one more worker node. Callable from `train(on_report=...)`, which runs in the driver's
+        monitor thread: Ray's node object registers a SIGTERM handler for this process, which Python
+        allows only on the main thread, so off it that registration is skipped (the cluster's
+        shutdown stops the node all the same)."""
+        import threading
+
+        import ray._private.utils as ray_utils
+
+        saved = ray_utils.set_sigterm_handler
+        if threading.current_thread() is not threading.main_thread():
+            ray_utils.set_sigterm_handler = lambda handler: None
+        try:
+            node = self.cluster.add_node(num_cpus=1, resources={SLOT: 1}, object_store_memory=80 * 1024 * 1024)
+        finally:
+            ray_utils.set_sigterm_handler = saved
         self.workers.append(node)
         return node
 

@@ -79,6 +79,7 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if run_name:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_name=run_name))
@@ -108,8 +109,11 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
                    data_mode="stride" if every_worker_reads_all_rows else "split",
                    has_validation="validation" in data)
     # No CPU: inside a Ray Tune trial this actor lands in the trial's placement group, whose
-    # bundle has no whole CPU to spare for an actor's default creation request.
-    metrics_queue = Queue(actor_options={"num_cpus": 0})
+    # bundle has no whole CPU to spare for an actor's default creation request. Pinned to this
+    # process's node (as Ray Data pins its split coordinator): anywhere else, a worker node lost to
+    # preemption takes the queue with it and the whole run fails instead of shrinking.
+    metrics_queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)})
     trackers = build_trackers(cfg, name)
     monitor = Monitor(metrics_queue, cfg, trackers, name, on_report)
     resources = {**cfg.train.worker_resources, "CPU": cfg.train.cpus_per_worker}

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from rayloom.config import RayloomConfig
 from rayloom.progress import progress_stream
+from rayloom.train.elastic import max_failures
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Monitor(threading.Thread):
         if kind == "failure":
             self.failures.append(payload)
             self.bar.write(f"worker failure: {payload}; Ray Train restarts the workers from the newest complete "
-                           f"checkpoint (train.max_failures={self.cfg.train.max_failures})")
+                           f"checkpoint ({_failures_allowed(self.cfg)})")
             return
         steps = payload.get("history") or [payload]
         if self.first_report_s is None:
@@ -108,3 +109,10 @@ class Monitor(threading.Thread):
         self.stop_event.set()
         self.join(timeout=30)
         self.bar.close()
+
+
+def _failures_allowed(cfg: RayloomConfig) -> str:
+    allowed = max_failures(cfg.train)
+    if allowed == cfg.train.max_failures:
+        return f"train.max_failures={allowed}"
+    return f"up to {allowed} restarts: train.max_failures=0 on an elastic run"

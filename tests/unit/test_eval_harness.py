@@ -255,3 +255,17 @@ def test_the_endpoint_model_encodes_text_as_the_vllm_backend_does(tiny_model_dir
     assert lm.tok_encode("what is 2 + 3") == [bos] + plain
     assert lm.tok_encode(f"{tokenizer.bos_token}what is 2 + 3")[:2] != [bos, bos]
     assert lm.tok_encode(["what is 2 + 3"]) == lm.tok_encode(("what is 2 + 3",)) == [[bos] + plain]
+
+
+def test_lm_evals_printed_notes_become_whole_log_records(caplog):
+    import contextlib
+    import logging
+
+    printed = harness._LogLines(logging.getLogger("rayloom.eval.harness"))
+    with caplog.at_level(logging.INFO, logger="rayloom.eval.harness"), contextlib.redirect_stdout(printed):
+        print("bootstrapping for stddev:", "chrf")
+        print()
+        print("no newline yet", end="")
+        printed.flush()
+    assert [r.getMessage() for r in caplog.records] == ["lm-eval: bootstrapping for stddev: chrf",
+                                                        "lm-eval: no newline yet"]

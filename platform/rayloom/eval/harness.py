@@ -204,13 +204,17 @@ def run_harness(cfg: EvalConfig, lm, tasks: dict, *, api_key_env: str = "") -> H
                   random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
                   fewshot_random_seed=cfg.seed)
     # lm-eval print()s its progress notes ("bootstrapping for stddev: ..."): they go to the log.
-    with contextlib.redirect_stdout(_LogLines(log)):
-        if isinstance(lm, tuple):
-            name, args = lm
-            with _api_key(api_key_env):
-                output = lm_eval.simple_evaluate(model=name, model_args=args, **kwargs)
-        else:
-            output = lm_eval.simple_evaluate(model=lm, **kwargs)
+    printed = _LogLines(log)
+    try:
+        with contextlib.redirect_stdout(printed):
+            if isinstance(lm, tuple):
+                name, args = lm
+                with _api_key(api_key_env):
+                    output = lm_eval.simple_evaluate(model=name, model_args=args, **kwargs)
+            else:
+                output = lm_eval.simple_evaluate(model=lm, **kwargs)
+    finally:
+        printed.flush()
     output = dict(output or {})
     samples = output.pop("samples", {}) or {}
     _redact_model_args(output)
@@ -218,19 +222,26 @@ def run_harness(cfg: EvalConfig, lm, tasks: dict, *, api_key_env: str = "") -> H
 
 
 class _LogLines:
-    """A text stream whose non-empty lines become INFO records of `logger`."""
+    """A text stream whose non-empty lines become INFO records of `logger`. Lines are joined first:
+    print("a", "b") writes "a", " ", "b" and "\n" separately."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        for line in text.splitlines():
-            if line.strip():
-                self.logger.info("lm-eval: %s", line.rstrip())
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._emit(line)
         return len(text)
 
     def flush(self) -> None:
-        pass
+        self._emit(self._partial)
+        self._partial = ""
+
+    def _emit(self, line: str) -> None:
+        if line.strip():
+            self.logger.info("lm-eval: %s", line.rstrip())
 
 
 def _redact_model_args(output: dict) -> None:

@@ -119,6 +119,17 @@ def test_local_fake_config_passes_rays_schema_and_offers_fake_gpus():
     assert all(t["min_workers"] == 0 for t in gpu_types)
 
 
+def test_local_fake_head_runs_autoscaler_v2_as_the_fake_provider_expects():
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
+
+    from rayloom.cluster import local_fake
+
+    # v2 replaces a dead fake node (v1 leaves it "uninitialized" forever); it needs the head's ids.
+    assert local_fake.FAKE_ENV["RAY_enable_autoscaler_v2"] == "1"
+    assert local_fake.FAKE_ENV["RAY_CLOUD_INSTANCE_ID"] == FAKE_HEAD_NODE_ID == local_fake.FAKE_HEAD_NODE_ID
+    assert local_fake.FAKE_ENV["RAY_OVERRIDE_NODE_ID_FOR_TESTING"] == FAKE_HEAD_NODE_ID
+
+
 def test_schema_violations_name_the_place():
     config = launcher.load_yaml(FAKE_YAML)
     config["available_node_types"]["gpu.h100.train"]["resources"]["GPU"] = -1

@@ -15,8 +15,16 @@ from rayloom.cluster import launcher
 from rayloom.cluster.head import HeadState
 from rayloom.waiting import WaitTimeout, wait_until
 
-# The head's environment: Ray's fake provider on, and an autoscaler that reacts within a second.
-FAKE_ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+# Ray's id for the fake head node (the provider's default head_node_id); a constant, so importing
+# Ray's node provider module (and Ray with it) is not needed to build the environment.
+FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
+# The head's environment: Ray's fake provider on, an autoscaler that reacts within a second, and
+# autoscaler v2 (as Ray's own AutoscalingCluster(autoscaler_v2=True) sets it up). v1 never replaces
+# a fake node that died: the provider keeps it tagged "uninitialized", v1 counts it as still
+# launching, and the demand it served stays unmet. v2 reconciles against the GCS's node states: a
+# dead node's instance is terminated and a new one launched, as on a cloud after a spot reclaim.
+FAKE_ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_enable_autoscaler_v2": "1",
+            "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_NODE_ID, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}
 
 
 def write_autoscaling_config(state_dir: Path, *, port: int, head_num_cpus: int, config: str = "",

@@ -21,6 +21,7 @@ from rayloom.errors import UserError
 from rayloom.log_setup import configure_logging
 from rayloom.models import load_model, resolve_model_dir
 from rayloom.models.peft_wrap import count_parameters, load_quantized_base, wrap_with_peft
+from rayloom.train import _fault
 from rayloom.train import checkpoints as ckpts
 from rayloom.train import universal
 from rayloom.train.ds_config import build_batch_geometry, build_deepspeed_config
@@ -241,6 +242,7 @@ def train_fn(config: dict) -> None:
             if checkpoint_now:
                 state.final = last
                 ckpts.save_and_report(engine, state, payload, cfg, model_dir, token, rank)
+                _fault.after_checkpoint(state.step, world, state.resumes, rank)
             else:
                 ray.train.report(payload)
             recorded, last_report = [], time.perf_counter()

@@ -21,9 +21,8 @@ from rayloom.errors import UserError
 from rayloom.log_setup import configure_logging
 from rayloom.models import load_model, resolve_model_dir
 from rayloom.models.peft_wrap import count_parameters, load_quantized_base, wrap_with_peft
-from rayloom.train import _fault
+from rayloom.train import _fault, universal
 from rayloom.train import checkpoints as ckpts
-from rayloom.train import universal
 from rayloom.train.ds_config import build_batch_geometry, build_deepspeed_config
 from rayloom.train.elastic import PreemptionWatch, global_offset, rows_to_skip
 from rayloom.train.metrics import ThroughputWindow, flops_per_token, measure_peak_flops, memory_gib

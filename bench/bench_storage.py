@@ -143,7 +143,9 @@ def run(quick: bool = False) -> Result:
         notes=[f"{size_mb:.0f} MB directory (2 weight shards + tokenizer + configs), median of {repeats} runs "
                "after 1 warm-up.",
                "Versioned commit re-commits to one destination each run, so it includes the lease, fsync of "
-               "every file, the size check, manifest + pointer and pruning the version beyond keep_versions=2.",
+               "every file, the size check, manifest + pointer and pruning the version beyond keep_versions=2 "
+               "(its names are gone when the commit returns; a background thread then closes the handles "
+               "that free its large files' blocks, overlapping the next run).",
                "S3 is moto's server in this process (HTTP on 127.0.0.1): it measures request overhead, not "
                "AWS bandwidth."],
     )

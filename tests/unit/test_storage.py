@@ -8,6 +8,7 @@ per artifact, names and outputs that would escape their folder are refused.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -99,6 +100,65 @@ def test_local_commit_replaces_atomically(tmp_path):
     # no staging, link or lease files are left behind.
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.versions", "out", "v1", "v2"]
     assert dest.is_symlink() and len(os.listdir(tmp_path / ".out.versions")) == 2
+
+
+def test_local_commit_copies_in_chunks_and_makes_every_file_and_folder_durable(tmp_path, monkeypatch):
+    from rayloom.storage import _commit, _io
+
+    monkeypatch.setattr(_io, "_CHUNK", 1000)  # several chunks, each queued for writeback
+    src = tmp_path / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    blobs = {"a.bin": os.urandom(2500), "empty": b"", "sub/b.bin": os.urandom(1000),
+             "sub/deeper/c.bin": os.urandom(7)}
+    for rel, data in blobs.items():
+        (src / rel).write_bytes(data)
+    synced = []
+    monkeypatch.setattr(_commit, "fsync_path", lambda path: synced.append(os.path.relpath(path, tmp_path)))
+    storage.commit_dir(src, tmp_path / "out")
+    info = storage.read_commit(str(tmp_path / "out"))
+    assert {rel: (tmp_path / "out" / rel).read_bytes() for rel in blobs} == blobs
+    version = os.path.relpath(info.path, tmp_path)
+    # Every file, then its folders deepest first, then the version folder after its manifest;
+    # only then is the pointer (the parent folder) synced.
+    assert synced == [os.path.join(version, rel) for rel in info.files] + [
+        os.path.join(version, "sub", "deeper"), os.path.join(version, "sub"), version, "."]
+
+
+def test_local_copy_falls_back_to_read_write_where_sendfile_is_refused(tmp_path, monkeypatch):
+    from rayloom.storage import _io
+
+    monkeypatch.setattr(_io, "_CHUNK", 1000)
+    data = os.urandom(3500)
+    (tmp_path / "src").write_bytes(data)
+    calls, real_sendfile = [], os.sendfile
+
+    def sendfile_once(out_fd, in_fd, offset, count):  # the first chunk in the kernel, then refused
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(errno.EINVAL, "refused")
+        return real_sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(_io.os, "sendfile", sendfile_once)
+    assert _io.copy_local_file(tmp_path / "src", tmp_path / "dest") == len(data)
+    assert (tmp_path / "dest").read_bytes() == data and calls == [0, 1000]
+
+
+def test_pruning_deletes_now_and_closes_the_handles_it_held(tmp_path, monkeypatch):
+    import threading
+
+    from rayloom.storage import _commit
+
+    monkeypatch.setattr(_commit, "_HOLD_BYTES", 1)  # every non-empty file takes the held-handle path
+    fds_before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
+    dest = tmp_path / "out"
+    for n in range(3):
+        storage.commit_dir(_tree(tmp_path / f"s{n}", {"w.bin": str(n) * 100, "sub/x": "x"}), dest, keep_versions=1)
+    assert len(os.listdir(tmp_path / ".out.versions")) == 1 and _read_all(str(dest))["w.bin"] == "2" * 100
+    for thread in threading.enumerate():
+        if thread.name == "rayloom-prune":
+            thread.join(timeout=10)
+    if fds_before:
+        assert set(os.listdir("/proc/self/fd")) <= fds_before, "the held handles are closed"
 
 
 def test_credentials_are_never_logged(s3_server, caplog, tmp_path):

@@ -103,7 +103,7 @@ def test_local_commit_replaces_atomically(tmp_path):
 
 
 def test_local_commit_copies_in_chunks_and_makes_every_file_and_folder_durable(tmp_path, monkeypatch):
-    from rayloom.storage import _commit, _io
+    from rayloom.storage import _io, _local_files
 
     monkeypatch.setattr(_io, "_CHUNK", 1000)  # several chunks, each queued for writeback
     src = tmp_path / "src"
@@ -113,7 +113,7 @@ def test_local_commit_copies_in_chunks_and_makes_every_file_and_folder_durable(t
     for rel, data in blobs.items():
         (src / rel).write_bytes(data)
     synced = []
-    monkeypatch.setattr(_commit, "fsync_path", lambda path: synced.append(os.path.relpath(path, tmp_path)))
+    monkeypatch.setattr(_local_files, "fsync_path", lambda path: synced.append(os.path.relpath(path, tmp_path)))
     storage.commit_dir(src, tmp_path / "out")
     info = storage.read_commit(str(tmp_path / "out"))
     assert {rel: (tmp_path / "out" / rel).read_bytes() for rel in blobs} == blobs
@@ -146,9 +146,9 @@ def test_local_copy_falls_back_to_read_write_where_sendfile_is_refused(tmp_path,
 def test_pruning_deletes_now_and_closes_the_handles_it_held(tmp_path, monkeypatch):
     import threading
 
-    from rayloom.storage import _commit
+    from rayloom.storage import _local_files
 
-    monkeypatch.setattr(_commit, "_HOLD_BYTES", 1)  # every non-empty file takes the held-handle path
+    monkeypatch.setattr(_local_files, "HOLD_BYTES", 1)  # every non-empty file takes the held-handle path
     fds_before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
     dest = tmp_path / "out"
     for n in range(3):

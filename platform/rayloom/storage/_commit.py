@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import shutil
-import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,15 +23,14 @@ from rayloom.errors import UserError
 from rayloom.storage import _fault
 from rayloom.storage._io import (
     copy_file,
-    copy_local_file,
     file_sizes_raw,
-    fsync_path,
     is_s3,
     join,
     remove_raw,
     write_bytes,
 )
 from rayloom.storage._lease import LeaseHeld, lease
+from rayloom.storage._local_files import copy_into, fsync_dir, make_durable, remove_tree_local
 from rayloom.storage._marker import (
     COMMIT_MARKER,
     LEASE_OBJECT,
@@ -208,7 +205,7 @@ def _publish(pending: PendingVersion, dest: _Dest, keep: int, expected: dict[str
     if is_s3(uri):
         _switch_s3(uri, info, dest)
     else:
-        _fsync_dir(pending.path)  # the names of its files and of the manifest, before the pointer names them
+        fsync_dir(pending.path)  # the names of its files and of the manifest, before the pointer names them
         _switch_local(uri, pending.path, dest, legacy_id)
     _prune(uri, {pending.version, *history})
     log.info("committed %s version %s (%d files)", uri, pending.version, len(files))
@@ -224,11 +221,6 @@ def _switch_s3(uri: str, info: CommitInfo, dest: _Dest) -> None:
     if not ok:
         raise LeaseHeld(f"the pointer of {uri} changed while this commit held its lease (a writer that ignored "
                         "the lease?); nothing was published by this commit")
-
-
-def _fsync_dir(path: str) -> None:
-    with suppress(OSError):  # some filesystems refuse fsync on a directory; nothing more can be done there
-        fsync_path(path)
 
 
 def _switch_local(uri: str, version_dir: str, dest: _Dest, legacy_id: str) -> None:
@@ -249,7 +241,7 @@ def _switch_local(uri: str, version_dir: str, dest: _Dest, legacy_id: str) -> No
     finally:
         with suppress(FileNotFoundError):
             os.unlink(link)
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
 def _prune(uri: str, keep: set[str]) -> None:
@@ -268,45 +260,12 @@ def _prune(uri: str, keep: set[str]) -> None:
     folder = versions_dir(uri)
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
         if VERSION_RE.match(name) and name not in keep:
-            _remove_tree_local(os.path.join(folder, name))
+            remove_tree_local(os.path.join(folder, name))
     prefix = f".{os.path.basename(uri)}.link-"
     for name in os.listdir(os.path.dirname(uri)):
         if name.startswith(prefix):
             with suppress(FileNotFoundError):
                 os.unlink(os.path.join(os.path.dirname(uri), name))
-
-
-# Files at least this big are held open while their names are deleted (at most _MAX_HELD of them).
-_HOLD_BYTES = 2**20
-_MAX_HELD = 256
-
-
-def _remove_tree_local(path: str) -> None:
-    """Delete a folder now, but free its large files' blocks on a background thread.
-
-    Freeing the blocks of a deleted file is what costs (about 15 ms per 50 MB on ext4 here), and
-    the kernel does it at the last close, not at unlink. So the big files are opened first, the
-    tree is deleted (its names are gone when this returns), and a daemon thread closes the handles.
-    If the process exits first, the kernel closes them and frees the blocks all the same.
-    """
-    held: list[int] = []
-    for root, _, names in os.walk(path):
-        for name in names:
-            full = os.path.join(root, name)
-            with suppress(OSError):
-                if len(held) < _MAX_HELD and os.lstat(full).st_size >= _HOLD_BYTES:
-                    held.append(os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK))
-    try:
-        shutil.rmtree(path, ignore_errors=True)
-    finally:
-        if held:
-            threading.Thread(target=_close_all, args=(held,), name="rayloom-prune", daemon=True).start()
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with suppress(OSError):
-            os.close(fd)
 
 
 def _source_files(src: Path) -> dict[str, int]:
@@ -318,32 +277,6 @@ def _source_files(src: Path) -> dict[str, int]:
             if rel != COMMIT_MARKER:
                 files[rel] = os.path.getsize(full)
     return dict(sorted(files.items()))
-
-
-def _copy_local(src: Path, rel: str, dest_dir: str) -> None:
-    target = os.path.join(dest_dir, rel)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    copy_local_file(src / rel, target)
-
-
-def _make_durable(dest_dir: str, rels: list[str]) -> None:
-    """fsync every copied file, then every folder below `dest_dir` that names one.
-
-    Durable before the manifest names them: a power loss must not publish a truncated file. Done
-    after all the copies, not after each: copy_local_file already queued every chunk for writeback,
-    so the disk wrote file N while file N+1 was copied, and these fsyncs mostly wait for the tail.
-    `dest_dir` itself is synced by _publish, after the manifest joins it.
-    """
-    folders: set[str] = set()
-    for rel in rels:
-        target = os.path.join(dest_dir, rel)
-        fsync_path(target)
-        folder = os.path.dirname(target)
-        while len(folder) > len(dest_dir) and folder not in folders:
-            folders.add(folder)
-            folder = os.path.dirname(folder)
-    for folder in sorted(folders, key=len, reverse=True):  # deepest first: a folder, then the name of it
-        _fsync_dir(folder)
 
 
 def commit_dir(local_dir: str | os.PathLike, uri: str | os.PathLike, *, kind: str | None = None,
@@ -370,13 +303,13 @@ def commit_dir(local_dir: str | os.PathLike, uri: str | os.PathLike, *, kind: st
                 jobs = [pool.submit(copy_file, str(src / rel), join(pending.path, rel.replace(os.sep, "/")))
                         for rel in files]
             else:
-                jobs = [pool.submit(_copy_local, src, rel, pending.path) for rel in files]
+                jobs = [pool.submit(copy_into, src, rel, pending.path) for rel in files]
             for job in jobs:
                 job.result()
                 done += 1
                 _fault.after_file(done)
         if not is_s3(key):
-            _make_durable(pending.path, list(files))
+            make_durable(pending.path, list(files))
     return key
 
 

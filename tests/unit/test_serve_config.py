@@ -65,9 +65,12 @@ def test_serve_config_file_is_a_valid_serve_deploy_schema(monkeypatch):
     assert app.runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"  # non-secret env, as jobs get it
     # Serve's ingress and throughput settings reach the controller, and through it HAProxy and the
     # HTTP proxies; a cluster keeps Ray's own ports for HAProxy's side listeners.
-    controller_env = schema.controller_options.runtime_env["env_vars"]
+    controller_env = dict(schema.controller_options.runtime_env["env_vars"])
+    launcher = {k: controller_env.pop(k) for k in list(controller_env) if "HAPROXY_BINARY" in k or "RAYLOOM_" in k}
     assert controller_env == {"RAY_SERVE_PROXY_USE_GRPC": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
                               "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": "300"}
+    # HAProxy through rayloom's launcher (tests/unit/test_serve_haproxy_guard.py runs it).
+    assert launcher["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("/rayloom-haproxy")
     off = render_serve_config(compose("serve", ["serve.throughput_optimized=false", "serve.http_ingress=proxy"]))
     assert "controller_options" not in off
     # The args rebuild exactly the typed config on the cluster.

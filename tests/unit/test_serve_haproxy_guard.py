@@ -128,3 +128,49 @@ def test_stop_leftover_haproxy_stops_only_processes_with_a_config_in_the_dir(tmp
         for proc in (ours, other):
             proc.kill()
             proc.wait()
+
+
+def test_the_installed_command_is_the_launcher_and_the_serve_config_names_it(ray_config, tmp_path):
+    """`rayloom-haproxy` (what a Serve config file sets as Serve's HAProxy binary, so `serve deploy`
+    gets the launcher too) hardens and execs like the written launcher; settings come from the
+    controller's environment as the Serve config sets them."""
+    from rayloom.config import compose
+    from rayloom.serve.serve_config import IMAGE_HAPROXY_LAUNCHER, local_haproxy_launcher, render_serve_config
+
+    command = local_haproxy_launcher()
+    assert command is not None, "rayloom-haproxy is not installed: rerun scripts/bootstrap.sh (pip install -e .)"
+    record, fake = tmp_path / "argv", tmp_path / "fake-haproxy"
+    fake.write_text(f"#!/bin/sh\necho $$ \"$@\" > {record}\n")
+    fake.chmod(0o700)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(ray_config)
+    cfg = compose("serve", ["model=tiny-2l", "serve.http_ingress=haproxy", "serve.http_request_timeout_s=7"])
+    env = render_serve_config(cfg)["controller_options"]["runtime_env"]["env_vars"]
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == command and env["RAYLOOM_HAPROXY_BIND_HOST"] == "127.0.0.1"
+    portable = render_serve_config(cfg, for_cluster=True)["controller_options"]["runtime_env"]["env_vars"]
+    assert portable["RAY_SERVE_HAPROXY_BINARY_PATH"] == IMAGE_HAPROXY_LAUNCHER
+    launcher_env = {k: v for k, v in env.items() if k.startswith("RAYLOOM_HAPROXY_")}
+    proc = subprocess.Popen([command, "-db", "-f", str(config)],
+                            env={**os.environ, **launcher_env, "RAYLOOM_HAPROXY_REAL_BINARY": str(fake)})
+    assert proc.wait(timeout=60) == 0
+    pid, *argv = record.read_text().split()
+    assert int(pid) == proc.pid and argv == ["-db", "-f", str(config)]
+    assert "timeout http-request 7s" in config.read_text()
+    # As Serve runs it (RAY_SERVE_HAPROXY_BINARY_PATH names the launcher itself, no real binary
+    # given): it reaches the real haproxy instead of exec'ing itself forever.
+    real = subprocess.run([command, "-v"], env={**os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": command},
+                          capture_output=True, text=True, timeout=30)
+    assert real.returncode == 0 and "HAProxy version" in real.stdout, real.stderr
+    # Without http_ingress=haproxy nothing of it is written.
+    proxy = render_serve_config(compose("serve", ["model=tiny-2l", "serve.http_ingress=proxy"]))
+    assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in str(proxy)
+
+
+def test_the_cluster_image_installs_the_launcher_where_the_portable_config_expects_it():
+    from helpers import REPO_ROOT
+
+    from rayloom.serve.serve_config import IMAGE_HAPROXY_LAUNCHER
+
+    dockerfile = (REPO_ROOT / "cluster" / "Dockerfile").read_text()
+    assert "VIRTUAL_ENV=/opt/venv" in dockerfile and "pip install --no-deps -e ." in dockerfile
+    assert IMAGE_HAPROXY_LAUNCHER == "/opt/venv/bin/rayloom-haproxy"

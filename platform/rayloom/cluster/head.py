@@ -10,6 +10,7 @@ start time and command line (a reused pid is left alone), and a temp dir named b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -184,14 +185,30 @@ def list_nodes(state: HeadState) -> list:
 
 
 def _session_processes(session_id: int, started_after: float = 0.0) -> list:
-    """Processes of a session, created no earlier than `started_after` (psutil create_time)."""
+    """Processes of the session led by the process created at `started_after` (psutil create_time).
+
+    A session's id is its leader's pid. Linux does not hand that pid to a new process while any
+    process of the session lives, so once the pid belongs to a process created at another time
+    (the leader died, every member with it, and the pid was reused - fast where pids wrap, as in
+    a CI container) the old session is empty: that newcomer's own session is not ours. Without a
+    recorded start time (0) the session is scanned as it is."""
+
+    def reused(proc: psutil.Process) -> bool:
+        return bool(started_after) and abs(proc.create_time() - started_after) > 1.0
+
     found = []
     for proc in psutil.process_iter():
         try:
-            if os.getsid(proc.pid) == session_id and proc.create_time() >= started_after - 1.0:
-                found.append(proc)
+            if os.getsid(proc.pid) != session_id or proc.create_time() < started_after - 1.0:
+                continue
+            if proc.pid == session_id and reused(proc):
+                return []
+            found.append(proc)
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
+    with contextlib.suppress(psutil.Error):  # the pid may have been reused while the scan ran
+        if reused(psutil.Process(session_id)):
+            return []
     return found
 
 

@@ -129,3 +129,35 @@ def test_chains_keep_what_the_first_occurrence_rule_keeps():
     want = {i: r for i, t, s in zip([1, 2, 3], texts, sigs, strict=True) if (r := finder.check(i, exact_key(t), s))}
     assert got == want
     assert shingles("a b", 5) == [b"a b"]
+
+
+def test_shuffle_tasks_find_the_groups_of_one_pass_over_everything():
+    """dedup_ray's map/reduce functions (run here without Ray): keys of runs of blocks split into
+    partitions, reduced per partition, give the candidate groups of one pass over all records;
+    an empty block without columns is skipped; the chunking keeps neighbouring blocks together."""
+    import pyarrow as pa
+
+    from rayloom.data.dedup_ray import _chunks, _groups_task, _keys_task, _signed_task
+
+    dedup = DedupConfig()
+    texts = _corpus(3, 120)
+    ids = np.arange(1, len(texts) + 1, dtype=np.int64)
+    sigs = minhash_signatures(texts, dedup)
+    rows = [{"doc_id": int(i), "status": "ok" if i % 17 else "bad", "exact": exact_key(t), "signature": s}
+            for i, t, s in zip(ids, texts, sigs, strict=True)]
+    blocks = [pa.Table.from_pylist(rows[a:a + 25]) for a in range(0, len(rows), 25)] + [pa.table({})]
+    assert [len(c) for c in _chunks(list(range(7)), 3)] == [2, 3, 2] and _chunks([], 4) == []
+
+    bands = lsh_bands(dedup)
+    ok = [r for r in rows if r["status"] == "ok"]
+    matrix = np.frombuffer(b"".join(r["signature"] for r in ok), dtype=np.uint32).reshape(len(ok), -1)
+    expected = candidate_groups(band_keys(matrix, *bands).reshape(-1),
+                                np.repeat(np.asarray([r["doc_id"] for r in ok]), bands[0]))
+    parts = 3
+    mapped = [_keys_task(bands, parts, *chunk) for chunk in _chunks(blocks, 2)]
+    reduced = [_groups_task(*(m[p] for m in mapped)) for p in range(parts)]
+    got = [np.asarray(g) for table, _ in reduced for g in table.column("members").to_pylist()]
+    assert sorted(map(tuple, got)) == sorted(map(tuple, expected)) and expected
+    members = [m for _, m in reduced]
+    signed = pa.concat_tables([_signed_task(len(chunk), *chunk, *members) for chunk in _chunks(blocks, 2)])
+    assert sorted(signed.column("doc_id").to_pylist()) == sorted({int(i) for g in expected for i in g})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,6 +67,39 @@ def test_filters_drop_with_a_reason():
     assert repetition_fraction("a b c d") == 0.0
     assert symbol_fraction("ab+?") == 0.5
     assert boilerplate_fraction("ok line\nclick here now", ["click here"]) == 0.5
+
+
+def test_fast_filters_equal_their_per_character_definitions():
+    """symbol_fraction and repetition_fraction run in C (regex, str.split, zip); they must give the
+    per-character / per-n-gram definitions' values exactly, for every kind of character."""
+    import random
+    from collections import Counter
+
+    def symbols(text: str) -> float:
+        visible = [c for c in text if not c.isspace()]
+        return sum(1 for c in visible if not c.isalnum()) / len(visible) if visible else 0.0
+
+    def repetition(text: str) -> float:   # the Gopher rules as first written, n-grams from slices
+        lines = [line.strip() for line in text.split("\n") if line.strip()]
+        counts = Counter(lines)
+        score = sum(len(line) * (n - 1) for line, n in counts.items() if n > 1) / (sum(map(len, lines)) or 1)
+        words = re.findall(r"\w+", text.lower())
+        if len(words) >= 20:
+            for n in (2, 3, 4):
+                gram, count = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1)).most_common(1)[0]
+                if count > 1:
+                    score = max(score, count * sum(len(w) for w in gram) / (sum(map(len, words)) or 1))
+        return score
+
+    rng = random.Random(0)
+    pool = [chr(c) for c in range(0x3000)] + ["\u3000", "\u2028", "\x1c", "\x85", "\u00a0", "\u200b", "\U0001F600"]
+    for i in range(3000):
+        if i % 2:
+            text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 120)))
+        else:
+            text = " ".join(rng.choice(["a", "b", "c", "dd", "_", "x1", "\n"]) for _ in range(rng.randint(0, 60)))
+        assert symbol_fraction(text) == symbols(text), repr(text)
+        assert repetition_fraction(text) == repetition(text), repr(text)
 
 
 def parse_file(path, schema: str = "text", data: DataConfig | None = None, **source) -> list[dict]:

@@ -50,7 +50,7 @@ def repetition_fraction(text: str) -> float:
     if len(words) >= _MIN_WORDS_FOR_NGRAMS:
         word_chars = sum(len(w) for w in words) or 1
         for n in (2, 3, 4):
-            grams = Counter(zip(*(words[i:] for i in range(n))))   # the n-grams, built in C
+            grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))   # n-grams, built in C
             gram, count = grams.most_common(1)[0]
             if count > 1:
                 score = max(score, count * sum(len(w) for w in gram) / word_chars)

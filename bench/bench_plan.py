@@ -19,7 +19,12 @@ CPU device and host are the same RAM, so offload moves memory between terms with
 these rows validate the sum, not the device/host split. GPU rows (torch.cuda.max_memory_allocated, the
 split included) come from bench/gpu_plan.py on a GPU machine.
 
-    python bench/run.py plan            # full (~8 minutes on 2 cores)
+Speed: each row runs 1 warm-up step and TIMED_STEPS timed steps after the memory baseline; tokens_per_s
+is rank 0's tokens per step over the median timed step, beside the planner's step-time prediction for one
+worker. The speed check ranks the rows of one shape (SPEED_ROWS) by the planner's predicted tokens/s (as
+`plan.search` ranks configurations) and compares the measured speed of its top pick with the fastest.
+
+    python bench/run.py plan            # full (~9 minutes on 2 cores)
     python bench/run.py plan --quick    # 3 small rows
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +70,8 @@ ROWS = {
     "zero2 dpo lora": ["deepspeed=zero2", "data.seq_len=256", "data=demo_preference", "objective=dpo", "peft=lora"],
 }
 QUICK_ROWS = ("zero0", "zero2", "zero2 lora seq1024")
+# Steps timed per row after one warm-up step (their median is the row's step time).
+TIMED_STEPS = 3
 # Rows of one shape whose measured speed judges the planner's pick (same tokens per step).
 SPEED_ROWS = ("zero0", "zero1", "zero2", "zero3", "zero2 offload opt", "zero3 offload opt+param")
 
@@ -163,7 +171,7 @@ def worker_main(spec: dict) -> None:
     gc.collect()
     baseline = rss_now()
     reset_hwm()
-    got = _train_steps(cfg, spec["model_dir"], 2, attach=True)
+    got = _train_steps(cfg, spec["model_dir"], 1 + TIMED_STEPS, attach=True)
     Path(spec["out"]).write_text(json.dumps({
         "baseline": baseline, "peak": rss_hwm(),
         "process_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, **got}))
@@ -237,7 +245,7 @@ def run(quick: bool = False) -> Result:
         warmup_dir = _warmup_model(Path(tmp) / "warmup-model")
         for name in names:
             cfg = configs[name]
-            plan = plan_run(cfg, flops=0.0)
+            plan = plan_run(cfg)  # as `rayloom plan train` plans: this machine's measured FLOP/s and bandwidth
             plans[name] = plan
             predicted = plan.breakdown.total_peak
             ds_estimate = _deepspeed_estimate(plan.setup, plan.shape, trainable_params(plan.shape, plan.setup))
@@ -258,7 +266,9 @@ def run(quick: bool = False) -> Result:
                 "activations_mib": terms.get("activations", 0.0) / MiB,
                 "logits_mib": terms.get("logits and loss buffers", 0.0) / MiB,
                 "baseline_rss_mib": got["baseline"] / MiB,
-                "tokens_per_s": got["tokens_per_step"] / got["step_s"][-1],
+                "tokens_per_s": got["tokens_per_step"] / statistics.median(got["step_s"][1:]),
+                "predicted_tokens_per_s": plan.throughput.tokens_per_s_per_worker,
+                "step_s_spread": (max(got["step_s"][1:]) - min(got["step_s"][1:])) / statistics.median(got["step_s"][1:]),
             })
             measured_speed[name] = rows[-1]["tokens_per_s"]
     judged = [r for r in rows if isinstance(r.get("predicted/measured"), float)]
@@ -271,7 +281,8 @@ def run(quick: bool = False) -> Result:
         goals["rows within ±20%"] = ">= 1.0"
         ratios["median DeepSpeed estimate/measured"] = sorted(r["deepspeed/measured"] for r in judged)[len(judged) // 2]
     notes = [f"Model: {plans[names[0]].shape.num_params / 1e6:.1f}M-parameter Llama built from config "
-             f"({' '.join(model[1:])}); 2 ranks over gloo, micro-batch 2, 2 steps; measured = rank 0's peak RSS "
+             f"({' '.join(model[1:])}); 2 ranks over gloo, micro-batch 2, "
+             f"{1 + TIMED_STEPS} steps; measured = rank 0's peak RSS "
              "during the configuration - its RSS before it, after a warm-up of the same code path on a 1-layer "
              "model (baseline_rss_mib: Python, torch, DeepSpeed, gloo and the warm-up's leftovers).",
              "DeepSpeed's estimators count model states only and assume 16-bit mixed precision (2+18 bytes per "
@@ -281,9 +292,10 @@ def run(quick: bool = False) -> Result:
              "Known misses inside the ±20%: the offload rows are under-predicted by 17-20% (DeepSpeed's CPU-offload "
              "path holds about one more gradient-sized buffer than the model itemizes); activation checkpointing is "
              "over-predicted by ~18% (the recomputed layer's activations are not all alive at once).",
-             "tokens_per_s is one timed step per row on a shared 2-core machine: noisy (rows moved up to 2x between "
-             "runs), and the planner's efficiency factors are GPU assumptions, so the speed ratio judges little on "
-             "CPU."]
+             f"tokens_per_s: rank 0's tokens per step / the median of {TIMED_STEPS} timed steps after a warm-up step "
+             "(step_s_spread: (max - min) / median of those steps); predicted_tokens_per_s: the planner's step-time "
+             "model for one worker (compute + optimizer + collectives + offload copies, rates from "
+             "rayloom.planner.hardware's CPU row and this machine's measured FLOP/s and copy bandwidth)."]
     speed = [n for n in SPEED_ROWS if n in measured_speed]
     if len(speed) >= 2:
         capacity_plan = plans[speed[0]]
@@ -292,9 +304,11 @@ def run(quick: bool = False) -> Result:
         fastest = max(speed, key=measured_speed.get)
         ratios["planner's pick / fastest measured (tokens/s)"] = measured_speed[pick] / measured_speed[fastest]
         goals["planner's pick / fastest measured (tokens/s)"] = ">= 0.9"
+        order = ", ".join(f"{n} {measured_speed[n]:.0f} ({plans[n].throughput.tokens_per_s_per_worker:.0f})"
+                          for n in sorted(speed, key=measured_speed.get, reverse=True))
         notes.append(f"Speed check among {', '.join(speed)} (all fit {capacity_plan.capacity.host_bytes / 2**30:.0f} "
-                     f"GiB): planner picks '{pick}', fastest measured '{fastest}'. The efficiency factors are GPU "
-                     "assumptions; on CPU with gloo the stages' costs differ (see docs/planning.md).")
+                     f"GiB): planner picks '{pick}', fastest measured '{fastest}'. Measured tokens/s per rank, fastest "
+                     f"first (predicted in brackets): {order}.")
     notes += errors
     return Result(name="plan", description=DESCRIPTION, rows=rows, ratios=ratios, goals=goals, notes=notes)
 

@@ -8,6 +8,8 @@ from rayloom.config._validate import fraction, non_negative, one_of, positive, r
 
 # Public architecture shapes the planner knows by name, for sizing a model that is not on this machine.
 KNOWN_SHAPES = ("", "tinyllama-1.1b", "llama-3.2-1b", "llama-3.1-8b", "llama-3.1-70b")
+# Hardware rows of the step-time model (rayloom.planner.hardware.GPU_TABLE / CPU_ROW).
+DEVICE_KINDS = ("", "cpu", "h100", "h200", "a100", "l4", "a10g")
 
 
 @dataclass
@@ -31,6 +33,20 @@ class PlanConfig:
     # else measured here with a matmul probe (CPU runs only; GPU runs must declare it when planned
     # from a machine without that GPU).
     peak_tflops: float = 0.0
+    # --- the step-time model's hardware (rayloom.planner.hardware; 0 / "" -> the table or a measurement)
+    # Table row: cpu | h100 | h200 | a100 | l4 | a10g; "" -> this run's (CPU run: cpu; GPU run: the
+    # local GPU's, else h100).
+    device_kind: str = ""
+    # Fraction of the FLOP/s ceiling the forward/backward reaches (GPU 0.55 assumed, CPU 0.7 measured).
+    compute_efficiency: float = 0.0
+    # GB/s of one worker's device memory (CPU: measured here with a tensor copy), of host RAM for an
+    # offloaded optimizer, of the device<->host link (PCIe), and the bus bandwidth of the collectives
+    # between data-parallel workers (sets all-reduce, reduce-scatter and all-gather alike; declare the
+    # network's per-GPU share for a multi-node run).
+    memory_bandwidth_gbps: float = 0.0
+    host_memory_bandwidth_gbps: float = 0.0
+    host_link_gbps: float = 0.0
+    interconnect_gbps: float = 0.0
     # Planning a model that is not on this machine: a path to its Hugging Face config.json, or a
     # known public shape (KNOWN_SHAPES). Empty -> the model the run trains (model.*).
     model_config: str = ""
@@ -61,7 +77,8 @@ class PlanConfig:
     attention: str = "sdpa"
 
     def __post_init__(self) -> None:
-        for key in ("device_memory_gb", "host_memory_gb", "peak_tflops", "rollout_kv_cache_gb"):
+        for key in ("device_memory_gb", "host_memory_gb", "peak_tflops", "rollout_kv_cache_gb", "memory_bandwidth_gbps",
+                    "host_memory_bandwidth_gbps", "host_link_gbps", "interconnect_gbps"):
             non_negative(getattr(self, key), f"plan.{key}")
         non_negative(self.workers_per_node, "plan.workers_per_node")
         fraction(self.headroom, "plan.headroom", inclusive_high=False)
@@ -73,3 +90,5 @@ class PlanConfig:
         require("/" not in self.write_name, "plan.write_name", "must be a file name without '/'", self.write_name)
         one_of(self.on_unknown_capacity, ("warn", "error"), "plan.on_unknown_capacity")
         one_of(self.attention, ("sdpa", "eager"), "plan.attention")
+        one_of(self.device_kind, DEVICE_KINDS, "plan.device_kind")
+        fraction(self.compute_efficiency, "plan.compute_efficiency")

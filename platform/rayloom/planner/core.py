@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
 
 from rayloom.config import RayloomConfig
+from rayloom.planner.hardware import Hardware, resolve_hardware
 from rayloom.planner.memory import Breakdown, GiB, Setup, estimate
 from rayloom.planner.shapes import ModelShape, model_shape
 from rayloom.planner.throughput import Throughput, predict
@@ -129,37 +131,21 @@ def judge(breakdown: Breakdown, capacity: Capacity) -> tuple[bool | None, list[s
     return not problems, problems
 
 
-def peak_flops(cfg: RayloomConfig) -> float:
-    """Declared ceiling (plan.peak_tflops, then train.peak_flops), else measured here when the run is a
-    CPU run (or this machine has the GPU); 0 when unknown."""
-    if cfg.plan.peak_tflops:
-        return cfg.plan.peak_tflops * 1e12
-    if cfg.train.peak_flops:
-        return cfg.train.peak_flops
-    from rayloom.train.metrics import measure_peak_flops
-
-    dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[cfg.deepspeed.precision]
-    if not cfg.train.use_gpu:
-        import torch  # the probe runs with the worker's thread count
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(cfg.train.cpus_per_worker)
-        try:
-            return measure_peak_flops(dtype, "cpu")
-        finally:
-            torch.set_num_threads(threads)
-    import torch
-
-    return measure_peak_flops(dtype, "cuda") if torch.cuda.is_available() else 0.0
+def hardware_for(cfg: RayloomConfig, flops: float | None = None) -> Hardware:
+    """The worker's rates (rayloom.planner.hardware). flops: None -> declared, else measured here where
+    possible, else the table; 0 -> declared or the table, nothing measured (the preflight, tune);
+    > 0 -> that FLOP/s ceiling."""
+    hardware = resolve_hardware(cfg, measure=flops is None)
+    return dataclasses.replace(hardware, peak_flops=flops) if flops else hardware
 
 
-def plan_setup(shape: ModelShape, setup: Setup, capacity: Capacity, flops: float) -> Plan:
+def plan_setup(shape: ModelShape, setup: Setup, capacity: Capacity, hardware: Hardware) -> Plan:
     breakdown = estimate(shape, setup)
     fits, problems = judge(breakdown, capacity)
-    return Plan(shape, setup, breakdown, capacity, predict(shape, setup, flops), fits, problems)
+    return Plan(shape, setup, breakdown, capacity, predict(shape, setup, hardware), fits, problems)
 
 
 def plan_run(cfg: RayloomConfig, *, flops: float | None = None) -> Plan:
-    """The memory breakdown, capacity verdict and predicted throughput of the configured run."""
-    return plan_setup(model_shape(cfg), setup_from_config(cfg), detect_capacity(cfg),
-                      peak_flops(cfg) if flops is None else flops)
+    """The memory breakdown, capacity verdict and predicted step time / tokens/s of the configured run
+    (flops: see hardware_for)."""
+    return plan_setup(model_shape(cfg), setup_from_config(cfg), detect_capacity(cfg), hardware_for(cfg, flops))

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from rayloom.config import RayloomConfig
 from rayloom.errors import UserError
-from rayloom.planner.core import Plan, plan_run
+from rayloom.planner.core import Plan, detect_capacity, hardware_for, plan_run, plan_setup, setup_from_config
 from rayloom.planner.memory import GiB
 from rayloom.planner.report import format_plan, format_search
 from rayloom.planner.search import Candidate, search_configs, write_experiment
+from rayloom.planner.shapes import model_shape
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,13 @@ class PlanResult:
 
 def run_plan_job(cfg: RayloomConfig) -> PlanResult:
     """Print the plan (and with plan.search the ranked configurations that fit); write the best."""
-    plan = plan_run(cfg)
+    hardware = hardware_for(cfg)
+    plan = plan_setup(model_shape(cfg), setup_from_config(cfg), detect_capacity(cfg), hardware)
     print(format_plan(plan))
     result = PlanResult(plan)
     if not cfg.plan.search:
         return result
-    result.candidates = search_configs(cfg, flops=plan.throughput.peak_flops_per_worker)
+    result.candidates = search_configs(cfg, hardware=hardware)
     print()
     print(format_search(result.candidates, cfg.plan.top_k))
     if result.candidates and cfg.plan.write_best:

@@ -11,12 +11,6 @@ def _gib(nbytes: float | None) -> str:
     return "?" if nbytes is None else f"{nbytes / GiB:.3f}"
 
 
-def _rate(value: float, known: bool) -> str:
-    if not known:
-        return f"{value:.3g} x peak"  # relative: tokens/s per FLOP/s of ceiling
-    return f"{value:,.0f}"
-
-
 def format_plan(plan: Plan) -> str:
     s, shape, cap = plan.setup, plan.shape, plan.capacity
     lines = [
@@ -45,10 +39,12 @@ def format_plan(plan: Plan) -> str:
                      f"({cap.device_source}); host: {cap.workers_per_node} worker(s) -> {_gib(plan.node_peak)} GiB "
                      f"of {_gib(cap.host_bytes)} GiB ({cap.host_source}); headroom {cap.headroom:.0%}")
     t = plan.throughput
-    known = t.peak_flops_per_worker > 0
-    ceiling = f"{t.peak_flops_per_worker / 1e12:.2f} TFLOP/s per worker" if known else "unknown ceiling"
-    lines.append(f"throughput: {t.flops_per_token / 1e9:.3f} GFLOP/token (model), {ceiling}, assumed efficiency "
-                 f"{t.efficiency:.0%} -> ~{_rate(t.tokens_per_s, known)} tokens/s over all workers")
+    lines += ["", f"step time per worker ({t.hardware}):"]
+    for term in t.terms:
+        lines.append(f"  {term.name:50s} {term.seconds:>10.4g} s  {term.formula}")
+    lines.append(f"throughput: {t.flops_per_token / 1e9:.3f} GFLOP/token (model), {t.peak_flops_per_worker / 1e12:.3g} "
+                 f"TFLOP/s per worker, compute efficiency {t.efficiency:.0%}: step {t.step_s:.4g} s -> "
+                 f"~{t.tokens_per_s:,.0f} tokens/s over all workers (predicted MFU {t.mfu:.0%})")
     verdict = {True: "FITS", False: "DOES NOT FIT", None: "UNKNOWN (a capacity is unknown)"}[plan.fits]
     lines.append(f"verdict: {verdict}")
     lines += [f"  - {p}" for p in plan.problems]
@@ -58,7 +54,6 @@ def format_plan(plan: Plan) -> str:
 def format_search(candidates: list[Candidate], top_k: int) -> str:
     if not candidates:
         return "no configuration of ZeRO stage x offload x micro-batch x checkpointing fits."
-    known = candidates[0].plan.throughput.peak_flops_per_worker > 0
     header = (f"{'#':>3s} {'zero':>4s} {'offload opt/param':18s} {'micro':>5s} {'accum':>5s} {'ckpt':>4s} "
               f"{'device GiB':>10s} {'node host GiB':>13s} {'tokens/s':>14s}")
     lines = [f"{len(candidates)} configuration(s) fit; the {min(top_k, len(candidates))} fastest (predicted):", header]
@@ -67,5 +62,5 @@ def format_search(candidates: list[Candidate], top_k: int) -> str:
         lines.append(f"{rank:>3d} {s.zero_stage:>4d} {s.offload_optimizer + '/' + s.offload_param:18s} "
                      f"{s.micro_batch_size:>5d} {s.grad_accum:>5d} {'on' if s.gradient_checkpointing else 'off':>4s} "
                      f"{_gib(p.breakdown.device_peak):>10s} {_gib(p.node_peak):>13s} "
-                     f"{_rate(p.throughput.tokens_per_s, known):>14s}")
+                     f"{p.throughput.tokens_per_s:>14,.0f}")
     return "\n".join(lines)

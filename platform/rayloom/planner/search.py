@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rayloom.config import RayloomConfig
 from rayloom.errors import UserError
-from rayloom.planner.core import Capacity, Plan, detect_capacity, peak_flops, plan_setup, setup_from_config
+from rayloom.planner.core import Capacity, Plan, detect_capacity, hardware_for, plan_setup, setup_from_config
+from rayloom.planner.hardware import Hardware
 from rayloom.planner.memory import GiB, Setup
 from rayloom.planner.shapes import ModelShape, model_shape
 
@@ -65,22 +66,24 @@ def candidate_setups(setup: Setup, max_micro_batch: int, nvme: bool = False) -> 
     return out
 
 
-def search_setups(shape: ModelShape, setup: Setup, capacity: Capacity, flops: float, max_micro_batch: int,
+def search_setups(shape: ModelShape, setup: Setup, capacity: Capacity, hardware: Hardware, max_micro_batch: int,
                   nvme: bool = False) -> list[Candidate]:
     """The configurations that fit (or whose device capacity is unknown but host fits), fastest first."""
     fitting = []
     for candidate in candidate_setups(setup, max_micro_batch, nvme):
-        plan = plan_setup(shape, candidate, capacity, flops)
+        plan = plan_setup(shape, candidate, capacity, hardware)
         if plan.fits is not False:
             fitting.append(Candidate(plan))
     fitting.sort(key=lambda c: (-c.plan.throughput.tokens_per_s, c.plan.breakdown.device_peak))
     return fitting
 
 
-def search_configs(cfg: RayloomConfig, *, flops: float | None = None) -> list[Candidate]:
-    """Configurations of this run that fit, ranked by predicted tokens/s (best first)."""
+def search_configs(cfg: RayloomConfig, *, flops: float | None = None,
+                   hardware: Hardware | None = None) -> list[Candidate]:
+    """Configurations of this run that fit, ranked by predicted tokens/s (best first). hardware: the rates
+    to rank with (default: rayloom.planner.core.hardware_for(cfg, flops))."""
     return search_setups(model_shape(cfg), setup_from_config(cfg), detect_capacity(cfg),
-                         peak_flops(cfg) if flops is None else flops, cfg.plan.max_micro_batch,
+                         hardware or hardware_for(cfg, flops), cfg.plan.max_micro_batch,
                          nvme=bool(cfg.deepspeed.nvme_path))
 
 
@@ -98,7 +101,7 @@ def experiment_yaml(candidate: Candidate, cfg: RayloomConfig) -> str:
         f"# Written by `rayloom plan` at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC for model "
         f"{plan.shape.name} ({plan.shape.num_params / 1e9:.2f}B params), {s.num_workers} worker(s):",
         f"# predicted peak {plan.breakdown.device_peak / GiB:.2f} GiB per device of {device}, host "
-        f"{plan.node_peak / GiB:.2f} GiB per node; ~{plan.throughput.efficiency:.0%} assumed efficiency.",
+        f"{plan.node_peak / GiB:.2f} GiB per node; predicted step {plan.throughput.step_s:.3g} s, ~{plan.throughput.tokens_per_s:,.0f} tokens/s.",
         "deepspeed:",
         f"  zero_stage: {s.zero_stage}",
         f"  offload_optimizer: {s.offload_optimizer}",

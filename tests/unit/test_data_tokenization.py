@@ -67,6 +67,24 @@ def test_text_gets_bos_and_eos_is_cut_into_pieces_and_matches_the_tokenizer(tiny
         assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == text
 
 
+def test_text_backend_from_the_driver_tokenizes_identically_without_transformers(tiny_config):
+    """The backend the driver serialises gives the workers the same text ids as the tokenizer itself;
+    with it, the transformers tokenizer is only loaded when a chat record needs its template."""
+    from rayloom.data.tokenization import TextBackend
+    from rayloom.models import resolve_model_dir
+
+    texts = ["def f(x): return x + 1\n" * 6, "hello", "naïve café " * 3, "<|end|> inside text", "\u0000\ud7ff \U0001F600"]
+    backend = TextBackend.of(load_tokenizer(resolve_model_dir(tiny_config.model)))
+    light = RecordTokenizer(tiny_config.model, seq_len=16, batch_size=2, text_backend=backend)
+    full = RecordTokenizer(tiny_config.model, seq_len=16, batch_size=2)
+    got, want = light.texts(texts), full.texts(texts)
+    assert light._tokenizer is None and light.eos_id == full.eos_id
+    for a, b in zip(got, want, strict=True):
+        assert [(i.tolist(), m.tolist()) for i, m in a.pieces] == [(i.tolist(), m.tolist()) for i, m in b.pieces]
+    chat = [{"role": "user", "content": "2 + 3?"}, {"role": "assistant", "content": "5"}]
+    assert light.chats([chat])[0].pieces[0][0].tolist() == full.chats([chat])[0].pieces[0][0].tolist()
+
+
 def test_preference_pairs_mask_only_the_responses(tiny_config):
     tokenizer = RecordTokenizer(tiny_config.model, seq_len=64, batch_size=4)
     pair = {"prompt": [{"role": "user", "content": "What is 2 + 3?"}], "chosen": "5", "rejected": "6"}

@@ -126,7 +126,7 @@ def build_dataset(data: DataConfig, model: ModelConfig, output: str, *, root: st
     )
     from rayloom.data.shard_writer import PackJob, sorted_counts, stream_manifest, write_shards
     from rayloom.data.sources import resolve_sources
-    from rayloom.data.tokenization import check_tokenizer, pad_id_of, tokenizer_hash
+    from rayloom.data.tokenization import TextBackend, check_tokenizer, pad_id_of, tokenizer_hash
     from rayloom.models import load_tokenizer, resolve_model_dir
 
     summary = JobSummary()
@@ -157,7 +157,8 @@ def build_dataset(data: DataConfig, model: ModelConfig, output: str, *, root: st
 
     weights = [s.config.weight for s in sources]
     job = PackJob(data=data, model=model, kind=dataset_kind(data), weights=weights,
-                  duplicates=scan.duplicate_refs, forced=scan.forced, pad_id=pad_id_of(tokenizer))
+                  duplicates=scan.duplicate_refs, forced=scan.forced, pad_id=pad_id_of(tokenizer),
+                  text_backend=TextBackend.of(tokenizer))
     manifest = Manifest(
         kind=job.kind, name=data.name, seq_len=data.seq_len, packing=data.packing,
         sources=source_entries(sources, scan), tokenizer_hash=tokenizer_hash(model_dir),

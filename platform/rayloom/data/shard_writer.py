@@ -21,6 +21,7 @@ from rayloom.config import DataConfig, ModelConfig
 from rayloom.data.record_ids import mix
 from rayloom.data.schema import SPLITS, Manifest, SplitStats, StreamSpec, TokenStats
 from rayloom.data.summary import JobSummary
+from rayloom.data.tokenization import TextBackend
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class PackJob:
     duplicates: list            # object refs of Arrow tables of duplicate doc_ids: never selected
     forced: np.ndarray          # ids sent to the validation split whatever their hash
     pad_id: int
+    # The driver's tokenizer backend for text records (workers then skip importing transformers).
+    text_backend: TextBackend | None = None
 
 
 def tokenize_and_pack(records, job: PackJob, *, num_blocks: int, stage: str | None = None,
@@ -59,7 +62,8 @@ def tokenize_and_pack(records, job: PackJob, *, num_blocks: int, stage: str | No
     return records.map_batches(
         TokenizePackShards,
         fn_constructor_kwargs={"data": data, "model": job.model, "kind": job.kind, "pad_id": job.pad_id,
-                               "select": select, "stage": stage},
+                               "select": select, "stage": stage,
+                               "text_backend": job.text_backend},
         batch_size=None, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=max(1, min(data.num_tokenize_actors, num_blocks))),
     )

@@ -28,7 +28,7 @@ from rayloom.data.packing import PackStats, pack_lm, pad_preference
 from rayloom.data.record_ids import locate, mix
 from rayloom.data.schema import SPLITS
 from rayloom.data.selection import SelectRecords
-from rayloom.data.tokenization import Tokenized
+from rayloom.data.tokenization import TextBackend, Tokenized
 
 SUMMARY_SCHEMA = pa.schema([
     ("split", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
@@ -63,14 +63,14 @@ class TokenizePackShards:
     """
 
     def __init__(self, data: DataConfig, model: ModelConfig, kind: str, pad_id: int, select: SelectRecords,
-                 stage: str | None) -> None:
+                 stage: str | None, text_backend: TextBackend | None = None) -> None:
         from rayloom.data.tokenization import RecordTokenizer
 
         self.data = data
         self.kind = kind
         self.pad_id = pad_id
         self.select = select
-        self.tokenizer = RecordTokenizer(model, data.seq_len, data.tokenize_batch_size)
+        self.tokenizer = RecordTokenizer(model, data.seq_len, data.tokenize_batch_size, text_backend)
         # The filesystem object is built on the driver and travels pickled with its endpoint (as
         # Ray Data's own readers do), so workers reach the same S3-compatible server whatever
         # environment they were started with. Credentials still come from the worker's own chain.

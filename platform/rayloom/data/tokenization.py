@@ -86,27 +86,62 @@ class Tokenized:
     status: str
 
 
+@dataclass(frozen=True)
+class TextBackend:
+    """What text tokenization needs, without transformers: the fast tokenizer's Rust backend as
+    serialised from the very object the driver loaded (no truncation or padding, as
+    `tokenizer(texts)` applies), and its EOS id.
+
+    Workers rebuild it with `tokenizers.Tokenizer.from_str` in milliseconds; importing
+    transformers for the same object costs about a second per worker process (its import
+    machinery), which on a small machine was a quarter of the tokenize stage of `rayloom data`.
+    """
+
+    json: str
+    eos_id: int
+
+    @classmethod
+    def of(cls, tokenizer) -> TextBackend:
+        backend = copy.deepcopy(tokenizer.backend_tokenizer)
+        backend.no_truncation()
+        backend.no_padding()
+        return cls(backend.to_str(), tokenizer.eos_token_id)
+
+    def encoder(self):
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(self.json)
+        return getattr(backend, "encode_batch_fast", backend.encode_batch)
+
+
 class RecordTokenizer:
     """The model's fast tokenizer applied to canonical payloads; one per Ray actor, loaded once.
 
     Text goes through the Rust backend's `encode_batch_fast` (the same ids as `tokenizer(texts)`,
     without building offsets and Python BatchEncoding objects, which are about a third of the
     cost on small documents); chat and preference records go through `apply_chat_template`.
+    Given a TextBackend, the transformers tokenizer is loaded only when a chat or preference
+    record needs its template.
     """
 
-    def __init__(self, model: ModelConfig, seq_len: int, batch_size: int) -> None:
-        from rayloom.models import resolve_model_dir
-
-        # Resolved on the worker's node (presets build, s3:// downloads once per node).
-        self.tokenizer = load_fast_tokenizer(resolve_model_dir(model))
+    def __init__(self, model: ModelConfig, seq_len: int, batch_size: int,
+                 text_backend: TextBackend | None = None) -> None:
+        self.model = model
         self.seq_len = seq_len
         self.batch_size = batch_size
-        self.eos_id = self.tokenizer.eos_token_id
-        backend = copy.deepcopy(self.tokenizer.backend_tokenizer)
-        # As `tokenizer(texts)` does: no truncation or padding whatever tokenizer.json stored.
-        backend.no_truncation()
-        backend.no_padding()
-        self._encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        self._tokenizer = None
+        backend = text_backend or TextBackend.of(self.tokenizer)
+        self.eos_id = backend.eos_id
+        self._encode = backend.encoder()
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from rayloom.models import resolve_model_dir
+
+            # Resolved on the worker's node (presets build, s3:// downloads once per node).
+            self._tokenizer = load_fast_tokenizer(resolve_model_dir(self.model))
+        return self._tokenizer
 
     def texts(self, texts: list[str]) -> list[Tokenized]:
         """BOS (the tokenizer's post-processor) + text + EOS, cut into seq_len pieces."""

@@ -42,13 +42,13 @@ def filter_reason(text: str, filters: FilterConfig) -> str | None:
 def repetition_fraction(text: str) -> float:
     """Max of: chars in repeated lines / all chars, and chars covered by the top word 2/3/4-gram."""
     lines = [line.strip() for line in text.split("\n") if line.strip()]
-    total = sum(len(line) for line in lines) or 1
+    total = sum(map(len, lines)) or 1
     counts = Counter(lines)
     duplicated = sum(len(line) * (n - 1) for line, n in counts.items() if n > 1)
     score = duplicated / total
     words = _WORD.findall(text.lower())
     if len(words) >= _MIN_WORDS_FOR_NGRAMS:
-        word_chars = sum(len(w) for w in words) or 1
+        word_chars = sum(map(len, words)) or 1
         for n in (2, 3, 4):
             grams = Counter(zip(*(words[i:] for i in range(n)), strict=False))   # n-grams, built in C
             gram, count = grams.most_common(1)[0]

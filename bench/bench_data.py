@@ -348,8 +348,9 @@ def run(quick: bool = False) -> Result:
             "rule at Jaccard 0.8, RecordTokenizer.texts (the fast tokenizer's Rust encode_batch_fast) and pack_lm; "
             "each writes zstd Parquet. rayloom also runs its quality filters (thresholds set so none drops), "
             "splits, and writes a manifest and a versioned commit. The baselines' dedup is an ordered pass in one "
-            "process; rayloom's is distributed (band keys grouped by a Ray Data groupby on hash partitions, one "
-            "task resolving the candidate groups).",
+            "process; rayloom's is distributed (band keys hash-shuffled by plain Ray map and reduce tasks over "
+            "the read blocks, one task resolving the candidate groups). The baselines load the tokenizer once "
+            "with transformers; rayloom's tokenize actors rebuild the driver's Rust backend from its JSON.",
             "rayloom's cost per document: "
             + ", ".join(f"{s:,} docs {c:.0f} µs" for s, c in zip(measured, per_doc, strict=True))
             + f"; at {measured[-1]:,} documents the one-task dedup resolve took {biggest['resolve_s']:.2f} s for "

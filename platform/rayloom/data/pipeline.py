@@ -141,7 +141,7 @@ def build_dataset(data: DataConfig, model: ModelConfig, output: str, *, root: st
     log.info("data %s: reading %d file(s) from %d source(s); validating, filtering, signing", data.name,
              num_files, len(sources))
     # Every second of the job lands in a row: the read's row also holds counting the records and
-    # writing the quarantine; dedup's holds the groupby, the resolve and counting what is kept.
+    # writing the quarantine; dedup's holds the key shuffle, the resolve and counting what is kept.
     start = time.perf_counter()
     records = read_records(sources, data, signatures=True).materialize()
     scan = scan_records(records, sources, data)

@@ -153,7 +153,7 @@ def scan_records(records, sources: list[SourceFiles], data: DataConfig) -> Scan:
         any_validation |= c["any_validation"]
         if c["min_split"] is not None and (best is None or tuple(c["min_split"]) < best):
             best = tuple(c["min_split"])
-    scan.dedup_seconds = time.perf_counter() - start  # the groupby, the resolve and the kept counts
+    scan.dedup_seconds = time.perf_counter() - start  # the key shuffle, the resolve and the kept counts
     scan.kept = sum(c["kept"] for c in scan.per_source.values())
     scan.sampled = sum(c["sampled"] for c in scan.per_source.values())
     # A validation split must not come out empty just because the hash missed every record.

@@ -124,6 +124,24 @@ def test_local_commit_copies_in_chunks_and_makes_every_file_and_folder_durable(t
         os.path.join(version, "sub", "deeper"), os.path.join(version, "sub"), version, "."]
 
 
+def test_files_a_writer_put_into_a_new_version_are_durable_before_the_pointer(tmp_path, monkeypatch):
+    """new_version's own writers (Ray tasks writing data shards) get the same guarantee as commit_dir:
+    every file and folder synced before the manifest, the manifest's folder before the pointer."""
+    from rayloom.storage import _local_files
+
+    synced = []
+    monkeypatch.setattr(_local_files, "fsync_path", lambda path: synced.append(os.path.relpath(path, tmp_path)))
+    with storage.new_version(str(tmp_path / "out")) as pending:
+        os.makedirs(os.path.join(pending.path, "train"))
+        for rel in ("train/part-0.parquet", "manifest.json"):
+            with open(os.path.join(pending.path, rel), "wb") as f:
+                f.write(b"x" * 10)
+    info = storage.read_commit(str(tmp_path / "out"))
+    version = os.path.relpath(info.path, tmp_path)
+    assert synced == [os.path.join(version, rel) for rel in info.files] + [
+        os.path.join(version, "train"), version, "."]
+
+
 def test_local_copy_falls_back_to_read_write_where_sendfile_is_refused(tmp_path, monkeypatch):
     from rayloom.storage import _io
 

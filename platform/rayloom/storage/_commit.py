@@ -199,6 +199,10 @@ def _publish(pending: PendingVersion, dest: _Dest, keep: int, expected: dict[str
             history = [legacy_id]
     history = [h for h in history if VERSION_RE.match(h)][: keep - 1]
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if not is_s3(uri):
+        # Whoever wrote the files (commit_dir's copies, Ray tasks writing data shards), they are on
+        # disk before the manifest names them: a power loss must not publish a truncated file.
+        make_durable(pending.path, list(files))
     info = CommitInfo(uri=uri, path=pending.path, version=pending.version, kind=pending.kind, files=files,
                       history=tuple(history), created=created)
     write_bytes(join(pending.path, COMMIT_MARKER), info.marker_text().encode())
@@ -308,9 +312,7 @@ def commit_dir(local_dir: str | os.PathLike, uri: str | os.PathLike, *, kind: st
                 job.result()
                 done += 1
                 _fault.after_file(done)
-        if not is_s3(key):
-            make_durable(pending.path, list(files))
-    return key
+    return key   # (new_version's publish made the copies durable before naming them)
 
 
 def rollback(uri: str | os.PathLike, to_version: str | None = None) -> CommitInfo:

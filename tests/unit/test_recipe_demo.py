@@ -17,7 +17,7 @@ from rayloom.recipes.console import QuietConsole, _RayletLinesToLog
 from rayloom.recipes.demo_training import print_loss_curve, starting_from
 from rayloom.tune.sweep import check_space_values
 
-ALL_STAGES = "run.stages=[model,data,train,sft,align,tune,eval,serve]"
+ALL_STAGES = "run.stages=[model,data,train,sft,align,rl,tune,eval,serve]"
 
 
 def _run_cfg(*overrides: str):
@@ -40,6 +40,12 @@ def test_stage_settings_are_the_demos_measured_ones():
     assert align.objective.name == "dpo" and align.objective.resolved_loss_type == "sigmoid"
     assert (align.peft.method, align.peft.r, align.peft.alpha, align.peft.dropout) == ("lora", 8, 16, 0.0)
     assert align.train.lr == 1e-4 and align.train.run_name == "demo-align" and align.train.export
+    # RL: GRPO of the aligned model, one worker with its colocated vLLM engine, exact-match + format rewards.
+    rl = configs.rl
+    assert rl.objective.name == "grpo" and rl.peft.method == "none" and rl.train.num_workers == 1
+    assert rl.objective.grpo.rewards == ["rayloom.align.rewards.exact_match", "rayloom.align.rewards.format_reward"]
+    assert rl.objective.grpo.placement == "colocated" and rl.objective.grpo.num_generations == 8
+    assert (rl.train.lr, rl.train.max_steps, rl.train.run_name) == (2e-5, 40, "demo-rl")
     # Tune: 4 ASHA trials of 16 one-worker ZeRO-1 steps, two at a time.
     assert (tune.tune.name, tune.tune.scheduler, tune.tune.num_samples, tune.tune.max_concurrent_trials) == \
         ("demo-asha", "asha", 4, 2)
@@ -52,6 +58,9 @@ def test_stage_settings_are_the_demos_measured_ones():
     assert {part: (c.data.demo, c.data.name, c.data.seq_len) for part, c in configs.data.items()} == {
         "pretrain": ("pretrain", "demo-pretrain", 256), "sft": ("sft", "demo-sft", 256),
         "preference": ("preference", "demo-preference", 64)}
+    # SFT mixes the pre-training paragraphs back in (0.1 copies each), the others do not.
+    assert {part: c.data.demo_text_weight for part, c in configs.data.items()} == {
+        "pretrain": 0.0, "sft": 0.1, "preference": 0.0}
 
 
 def test_every_command_line_override_wins_in_every_stage():
@@ -63,7 +72,8 @@ def test_every_command_line_override_wins_in_every_stage():
     assert configs.align.peft.r == 4 and configs.align.peft.method == "lora"
     assert {c.data.seq_len for c in configs.data.values()} == {128}
     assert configs.tune.tune.num_samples == 2
-    assert {c.model.name for c in (configs.train, configs.sft, configs.align, configs.tune)} == {"tiny-2l"}
+    assert {c.model.name for c in (configs.train, configs.sft, configs.align, configs.rl, configs.tune)} == {"tiny-2l"}
+    assert configs.rl.train.lr == 5e-4
 
 
 def test_one_stage_is_changed_by_replacing_its_list():
@@ -111,7 +121,7 @@ def test_stage_list_mistakes_fail_while_composing(stages, needle):
 
 
 def test_run_tune_adds_the_tune_stage_before_eval():
-    assert compose("run", ["run.tune=true"]).run.selected == ["model", "data", "train", "sft", "align", "tune",
+    assert compose("run", ["run.tune=true"]).run.selected == ["model", "data", "train", "sft", "align", "rl", "tune",
                                                                "eval", "serve"]
 
 

@@ -143,6 +143,9 @@ class DataConfig:
     num_demo_records: int = 2000
     # ... and how many held-out prompts with answers to keep for evaluation.
     num_demo_eval: int = 200
+    # demo=sft: also mix in the pre-training paragraphs, this many copies of each (a source weight;
+    # 0 -> instruction records only). Text keeps the model's language while it learns the tasks.
+    demo_text_weight: float = 0.0
 
     def __post_init__(self) -> None:
         safe_name(self.name, "data.name")
@@ -155,6 +158,11 @@ class DataConfig:
         positive(self.rows_per_shard, "data.rows_per_shard")
         positive(self.num_demo_records, "data.num_demo_records")
         non_negative(self.num_demo_eval, "data.num_demo_eval")
+        non_negative(self.demo_text_weight, "data.demo_text_weight")
+        require(self.demo_text_weight <= MAX_SOURCE_WEIGHT, "data.demo_text_weight",
+                f"at most {MAX_SOURCE_WEIGHT:g} copies per paragraph", self.demo_text_weight)
+        require(self.demo_text_weight == 0 or self.demo in ("", "sft"), "data.demo_text_weight",
+                "mixes pre-training text into the sft part only (data.demo=sft)", self.demo_text_weight)
         one_of(self.demo, DEMO_KINDS, "data.demo")
         require(len(self.sources) <= MAX_SOURCES, "data.sources", f"at most {MAX_SOURCES} sources per job "
                 "(record ids hold the source in 7 bits); merge some", len(self.sources))

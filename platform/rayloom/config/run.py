@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from rayloom.config._validate import one_of, require
 
 # The recipe's stages, in the order it runs them ("train" is pre-training).
-STAGES = ("model", "data", "train", "sft", "align", "tune", "eval", "serve")
+STAGES = ("model", "data", "train", "sft", "align", "rl", "tune", "eval", "serve")
 # The parts of the demo corpus the data stage builds, and the training stages that read them.
 DATA_PARTS = ("pretrain", "sft", "preference")
-TRAINING_STAGES = ("train", "sft", "align", "tune")
+TRAINING_STAGES = ("train", "sft", "align", "rl", "tune")
 
 
 @dataclass
@@ -26,6 +26,7 @@ class StageOverrides:
     train: list[str] = field(default_factory=list)
     sft: list[str] = field(default_factory=list)
     align: list[str] = field(default_factory=list)
+    rl: list[str] = field(default_factory=list)
     tune: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

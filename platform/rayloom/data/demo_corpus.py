@@ -2,7 +2,8 @@
 
 - pretrain: the paragraphs of CPython's bundled help text (pydoc_data.topics);
 - sft: generated instruction tasks whose answers can be checked by exact match - add two small
-  numbers, the number after n, a word in capital letters, repeat a word - as chat records;
+  numbers, the number after n, a word in capital letters, repeat a word - as chat records, plus
+  (data.demo_text_weight > 0) the pre-training paragraphs, so SFT does not unlearn the text;
 - preference: the same tasks as prompt/chosen/rejected, chosen correct and rejected wrong.
 
 Each task's prompts are split once, by a seeded shuffle, into a training pool and held-out
@@ -151,4 +152,8 @@ def demo_data_config(cfg: RayloomConfig) -> DataConfig:
     data = cfg.data
     schema = {"pretrain": "text", "sft": "messages", "preference": "preference"}[data.demo]
     directory = write_demo_part(demo_raw_root(cfg), data.demo, data)
-    return dataclasses.replace(data, sources=[SourceConfig(path=directory, format="jsonl", schema=schema)])
+    sources = [SourceConfig(path=directory, format="jsonl", schema=schema)]
+    if data.demo == "sft" and data.demo_text_weight > 0:
+        text = write_demo_part(demo_raw_root(cfg), "pretrain", data)
+        sources.append(SourceConfig(path=text, format="jsonl", schema="text", weight=data.demo_text_weight))
+    return dataclasses.replace(data, sources=sources)

@@ -23,11 +23,11 @@ from rayloom import storage
 from rayloom.config import RayloomConfig, compose, to_yaml
 from rayloom.recipes.console import QuietConsole, quiet_console
 from rayloom.recipes.demo_stages import stage_data, stage_eval, stage_model, stage_serve
-from rayloom.recipes.demo_training import stage_align, stage_pretrain, stage_sft, stage_tune
+from rayloom.recipes.demo_training import stage_align, stage_pretrain, stage_rl, stage_sft, stage_tune
 from rayloom.recipes.state import DemoState
 
 # Stages whose config is composed from run.stage.<name>; the others use the run config itself.
-STAGES_WITH_OWN_CONFIG = ("data", "train", "sft", "align", "tune")
+STAGES_WITH_OWN_CONFIG = ("data", "train", "sft", "align", "rl", "tune")
 
 
 @dataclass
@@ -39,6 +39,7 @@ class StageConfigs:
     train: RayloomConfig | None = None
     sft: RayloomConfig | None = None
     align: RayloomConfig | None = None
+    rl: RayloomConfig | None = None
     tune: RayloomConfig | None = None
 
 
@@ -70,7 +71,8 @@ def stage_configs(cfg: RayloomConfig) -> StageConfigs:
     data = {part: stage_config(cfg, overrides) for part, overrides in stage.data.items()} \
         if "data" in selected else None
     return StageConfigs(data=data, train=composed("train", stage.train), sft=composed("sft", stage.sft),
-                        align=composed("align", stage.align), tune=composed("tune", stage.tune))
+                        align=composed("align", stage.align), rl=composed("rl", stage.rl),
+                        tune=composed("tune", stage.tune))
 
 
 def _check_overrides_known(cfg: RayloomConfig) -> None:
@@ -98,7 +100,7 @@ def run_demo(cfg: RayloomConfig) -> DemoState:
         for name, run_stage, stage_cfg in (
                 ("model", stage_model, cfg), ("data", stage_data, configs.data),
                 ("train", stage_pretrain, configs.train), ("sft", stage_sft, configs.sft),
-                ("align", stage_align, configs.align), ("tune", stage_tune, configs.tune),
+                ("align", stage_align, configs.align), ("rl", stage_rl, configs.rl), ("tune", stage_tune, configs.tune),
                 ("eval", stage_eval, cfg), ("serve", stage_serve, cfg)):
             if name in stages:
                 with _stage(name, console):

@@ -66,6 +66,7 @@ def stage_eval(cfg: RayloomConfig, state: DemoState) -> None:
         write_comparison,
     )
 
+    _print_goals(state)
     base, tuned = state.model_dir, state.final_model_dir
     if not tuned or model_key(str(base)) == model_key(str(tuned)):
         print("  skipped: no fine-tuned model yet (no training stage ran), so there is nothing to compare "
@@ -93,6 +94,22 @@ def stage_eval(cfg: RayloomConfig, state: DemoState) -> None:
     state.summary["eval"] = {"base_run": before.uri, "tuned_run": after.uri, "compare": written["uri"],
                              "improved": improved, "not_improved": not_improved,
                              "rows": {r["metric"]: {"base": r["before"], "fine-tuned": r["after"]} for r in rows}}
+
+
+def _print_goals(state: DemoState) -> None:
+    """Each training stage's model on the held-out data side by side, then each stage's goal: met or
+    NOT met, with the numbers (a stage that did not run: not measured)."""
+    board = state.scores
+    if board.scores:
+        print("  held-out data, stage by stage (greedy answers and perplexity on the driver):")
+        print("  " + board.table().replace("\n", "\n  "))
+    results = board.check_goals()
+    print("  goals:")
+    for result in results:
+        print(result.line())
+    state.summary["goals"] = [{"goal": r.goal.text, "before": r.before, "after": r.after, "met": r.met}
+                              for r in results]
+    state.summary["scores"] = {stage: score.as_dict() for stage, score in board.scores.items()}
 
 
 def stage_serve(cfg: RayloomConfig, state: DemoState) -> None:

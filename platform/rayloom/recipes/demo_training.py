@@ -36,6 +36,7 @@ def stage_pretrain(cfg: RayloomConfig, state: DemoState) -> None:
     print_loss_curve(result.history)
     print(f"  checkpoint {result.checkpoint}\n  model {result.model_dir}")
     state.pretrained_dir = state.final_model_dir = result.model_dir
+    _record(cfg, state, "train", result)
     state.summary["pretrain"] = {"loss_first": result.history[0]["loss"] if result.history else None,
                                  "loss_last": result.metrics.get("loss"), "steps": result.step,
                                  "checkpoint": result.checkpoint, "lr": cfg.train.lr,
@@ -55,6 +56,7 @@ def stage_sft(cfg: RayloomConfig, state: DemoState) -> None:
           + f" {result.model_dir}")
     state.sft_dir = state.final_model_dir = result.model_dir
     state.adapter_dir = result.adapter_dir
+    _record(cfg, state, "sft", result)
     state.summary["sft"] = {"loss_first": result.history[0]["loss"] if result.history else None,
                             "loss_last": result.metrics.get("loss"), "steps": result.step,
                             "adapter": result.adapter_dir, "lr": cfg.train.lr, "peft": cfg.peft.method}
@@ -92,11 +94,72 @@ def stage_align(cfg: RayloomConfig, state: DemoState) -> None:
           f"{before.mean_margin:.3f} -> {after.mean_margin:.3f}")
     print(f"  adapter {result.adapter_dir}\n  aligned model {result.model_dir}")
     state.aligned_dir = state.final_model_dir = result.model_dir
+    _record(cfg, state, "align", result)
     state.summary["align"] = {"objective": objective.name, "steps": result.step, "checkpoint": result.checkpoint,
                               "held_out_pairs": after.pairs, "pref_accuracy_before": before.accuracy,
                               "pref_accuracy_after": after.accuracy, "lr": cfg.train.lr,
                               "loss_first": result.history[0]["loss"] if result.history else None,
                               "loss_last": last.get("loss")}
+
+
+def stage_rl(cfg: RayloomConfig, state: DemoState) -> None:
+    """Online RL (GRPO) of the newest model on the preference shards' prompts, rewarded by the
+    held-out tasks' own grading; prints the reward rising (or not) and where the time went."""
+    from rayloom.train import train
+
+    trained = state.final_model_dir if state.final_model_dir != str(state.model_dir) else None
+    suffix = {state.aligned_dir: "aligned", state.sft_dir: "sft"}.get(trained, "pretrained")
+    cfg = starting_from(cfg, trained, suffix)
+    grpo = cfg.objective.grpo
+    print(f"  GRPO ({cfg.objective.resolved_loss_type} loss) of {trained or cfg.model.name}, "
+          f"{'full fine-tune' if cfg.peft.method == 'none' else cfg.peft.method}, on the prompts of "
+          f"{state.preference_data}: {grpo.num_generations} samples per prompt, {grpo.placement} vLLM rollout "
+          f"engine(s), rewards {', '.join(r.rsplit('.', 1)[-1] for r in grpo.rewards)}, lr {cfg.train.lr:g}, "
+          f"{cfg.train.max_steps} steps", flush=True)
+    result = train(cfg, data_output=state.preference_data)
+    history = result.history
+    if history:
+        every = max(1, len(history) // 8)
+        print(f"  {'step':>5}  {'reward':>7}  {'reward_std':>10}  {'zero-std groups':>15}  {'length':>6}")
+        for h in history[::every] + ([history[-1]] if (len(history) - 1) % every else []):
+            print(f"  {h['step']:>5}  {h['reward_mean']:7.3f}  {h['reward_std']:10.3f}  "
+                  f"{h['frac_zero_std_groups']:15.2f}  {h['completion_length']:6.1f}")
+        first, last = _mean(history[:5], "reward_mean"), _mean(history[-5:], "reward_mean")
+        print(f"  reward (mean of 5 steps) {first:.3f} -> {last:.3f} ({'up' if last > first else 'NOT up'}); "
+              f"time per step: rollout {_mean(history, 'rollout_s'):.2f}s, weight sync {_mean(history, 'sync_s'):.2f}s, "
+              f"update {_mean(history, 'update_s'):.2f}s; rollout {_mean(history, 'rollout_tokens_per_s'):.0f} tok/s")
+    print(f"  model {result.model_dir}")
+    state.rl_dir = state.final_model_dir = result.model_dir
+    _record(cfg, state, "rl", result)
+    state.summary["rl"] = {"steps": result.step, "checkpoint": result.checkpoint, "lr": cfg.train.lr,
+                           "reward_first": history[0]["reward_mean"] if history else None,
+                           "reward_last": history[-1]["reward_mean"] if history else None}
+
+
+def _mean(history: list[dict], key: str) -> float:
+    values = [h[key] for h in history if key in h]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _record(cfg: RayloomConfig, state: DemoState, stage: str, result) -> None:
+    """The stage's model on held-out data (rayloom.recipes.demo_scores), printed and kept for the goals."""
+    from rayloom.data import open_shards
+    from rayloom.data.demo_corpus import demo_eval_examples
+    from rayloom.recipes.demo_scores import held_out_texts, score_model
+
+    if result.history:
+        state.scores.losses[stage] = (result.history[0]["loss"], result.history[-1]["loss"])
+    pairs = None
+    if state.preference_data:
+        datasets = open_shards(state.preference_data)
+        pairs = datasets["validation" if "validation" in datasets else "train"].take(NUM_HELD_OUT)
+    score = score_model(result.model_dir, demo_eval_examples(cfg.data.num_demo_eval, cfg.data.seed),
+                        held_out_texts(), pairs)
+    state.scores.scores[stage] = score
+    tasks = ", ".join(f"{task} {value:.2f}" for task, value in score.exact_match.items())
+    pref = f"; preference accuracy {score.preference_accuracy:.3f}" if score.preference_accuracy is not None else ""
+    print(f"  held-out: exact match {score.mean_exact_match:.3f} ({tasks}); text perplexity "
+          f"{score.text_perplexity:.4g}/token{pref}")
 
 
 def _reference_text(cfg: RayloomConfig) -> str:

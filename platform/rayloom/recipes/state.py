@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayloom.recipes.demo_scores import Scoreboard
+
 
 @dataclass
 class DemoState:
@@ -18,7 +20,10 @@ class DemoState:
     sft_dir: str | None = None             # HF dir after SFT: the sft stage
     adapter_dir: str | None = None         # peft adapter of the SFT run, when it used one
     aligned_dir: str | None = None         # HF dir after preference alignment: the align stage
+    rl_dir: str | None = None              # HF dir after online RL (GRPO): the rl stage
     final_model_dir: str | None = None     # the newest model: what eval compares with the base and serve hosts
     endpoint_url: str | None = None        # the serve stage
     # Per stage, what it measured (losses, accuracies, report paths), for callers and tests.
     summary: dict[str, object] = field(default_factory=dict)
+    # Each training stage's model on held-out data, and each stage's loss (first, last): the goals.
+    scores: Scoreboard = field(default_factory=Scoreboard)

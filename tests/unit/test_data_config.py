@@ -23,6 +23,8 @@ from rayloom.errors import UserError
     (["data.sources=[{path:/x,text_unit:sentence}]"], "data.sources[].text_unit"),
     (["data.sources=[{path:/x,weight:0}]"], "data.sources[].weight"),
     (["data.sources=[{path:/x,schema:preference},{path:/y,schema:text}]"], "data.sources"),
+    (["data.demo_text_weight=-1"], "data.demo_text_weight"),
+    (["data.demo=preference", "data.demo_text_weight=0.5"], "data.demo_text_weight"),
 ])
 def test_bad_data_values_fail_at_compose_naming_the_key(overrides, key):
     with pytest.raises(UserError, match=key.replace("[", r"\[").replace("]", r"\]")):
@@ -83,3 +85,12 @@ def test_summary_table_lists_every_stage():
     table = summary.table()
     assert "read + validate" in table and "malformed_json 2" in table and "total" in table
     assert table.splitlines()[0].split()[:3] == ["stage", "records", "in"]
+
+
+def test_demo_sft_part_mixes_the_pretraining_paragraphs_back_in_only_when_asked(tmp_path):
+    cfg = compose("run", ["data=demo_sft", f"storage.root={tmp_path}"])
+    assert [(s.schema, s.weight) for s in demo_corpus.demo_data_config(cfg).sources] == [("messages", 1.0)]
+    mixed = compose("run", ["data=demo_sft", "data.demo_text_weight=0.1", f"storage.root={tmp_path}"])
+    sources = demo_corpus.demo_data_config(mixed).sources
+    assert [(s.schema, s.weight) for s in sources] == [("messages", 1.0), ("text", 0.1)]
+    assert sources[1].path.endswith("pretrain") and any((tmp_path / "data" / "demo-raw" / "pretrain").iterdir())

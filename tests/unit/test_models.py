@@ -30,6 +30,28 @@ def test_build_is_cached_by_config_hash(tiny_model_dir, tiny_config):
     assert preset_dir(other) != tiny_model_dir
 
 
+def test_split_digits_gives_every_digit_its_own_token_and_its_own_cache_entry(tiny_config, tmp_path):
+    from rayloom.models.presets import preset_hash
+    from rayloom.models.tokenizer_kit import train_tokenizer
+
+    split = train_tokenizer(2048, split_digits=True)
+    pieces = [split.decode([i]) for i in split("after 30: 231", add_special_tokens=False)["input_ids"]]
+    assert [p for p in pieces if p.strip().isdigit()] == ["3", "0", "2", "3", "1"]
+    assert split.decode(split("after 30: 231")["input_ids"], skip_special_tokens=True) == "after 30: 231"
+    merged = train_tokenizer(2048)  # without: " 30" is one token
+    assert " 30" in [merged.decode([i]) for i in merged("after 30: 231", add_special_tokens=False)["input_ids"]]
+    # Off: the hash of the presets built before the option; on: a cache entry of its own.
+    import hashlib
+    import json
+
+    from rayloom.models.presets import _ARCH_FIELDS, KIT_VERSION
+
+    before = {name: getattr(tiny_config.model, name) for name in _ARCH_FIELDS} | {"kit_version": KIT_VERSION}
+    assert preset_hash(tiny_config.model) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+    on = dataclasses.replace(tiny_config.model, split_digits=True)
+    assert preset_dir(on) != preset_dir(tiny_config.model)
+
+
 def test_build_is_deterministic(tiny_config, tmp_path):
     import torch
 

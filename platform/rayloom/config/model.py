@@ -25,6 +25,9 @@ class ModelConfig:
     num_heads: int = 4
     num_kv_heads: int = 4
     max_position_embeddings: int = 1024
+    # The preset's tokenizer gives every digit its own token (as Llama 3's does): numbers share
+    # their digits' embeddings, so what the model learns about some numbers carries to others.
+    split_digits: bool = False
     seed: int = 0
     # dtype the weights are saved in and loaded as for training ("float32" on CPU).
     dtype: str = "float32"

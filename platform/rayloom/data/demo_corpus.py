@@ -116,11 +116,16 @@ def preference_records(num: int, seed: int = 0, num_eval: int = 200) -> list[dic
 
 
 def pretrain_records() -> list[dict]:
-    """The paragraphs of CPython's help topics, as text records (duplicates included: dedup's job)."""
+    """The paragraphs of CPython's help topics, as text records (duplicates included: dedup's job),
+    and counting text: the numbers 0-1004 in order, in windows of 15 that overlap by 5, as a real
+    corpus holds them (the held-out "next" questions are never in it, only the numbers)."""
     from pydoc_data.topics import topics
 
-    return [{"text": p.strip(), "topic": key} for key in sorted(topics)
-            for p in re.split(r"\n\s*\n", topics[key]) if p.strip()]
+    help_text = [{"text": p.strip(), "topic": key} for key in sorted(topics)
+                 for p in re.split(r"\n\s*\n", topics[key]) if p.strip()]
+    counting = [{"text": f"Counting from {start}: " + " ".join(str(n) for n in range(start, start + 15)) + ".",
+                 "topic": "counting"} for start in range(0, 1000, 10)]
+    return help_text + counting
 
 
 def _write_jsonl(uri: str, rows: list[dict]) -> None:

@@ -31,8 +31,15 @@ def cache_root(model: ModelConfig) -> Path:
     return Path(root).expanduser()
 
 
-def preset_hash(model: ModelConfig) -> str:
+def _spec(model: ModelConfig) -> dict:
     spec = {name: getattr(model, name) for name in _ARCH_FIELDS}
+    if model.split_digits:  # only when set, so the presets built before the option keep their hash
+        spec["split_digits"] = True
+    return spec
+
+
+def preset_hash(model: ModelConfig) -> str:
+    spec = _spec(model)
     spec["kit_version"] = KIT_VERSION
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -68,7 +75,7 @@ def _build_into(model: ModelConfig, out: Path) -> None:
 
     from rayloom.models.tokenizer_kit import END_OF_TURN, train_tokenizer
 
-    tokenizer = train_tokenizer(model.vocab_size)
+    tokenizer = train_tokenizer(model.vocab_size, split_digits=model.split_digits)
     end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -92,5 +99,5 @@ def _build_into(model: ModelConfig, out: Path) -> None:
     llama.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "rayloom_preset.json").write_text(
-        json.dumps({name: getattr(model, name) for name in _ARCH_FIELDS} | {"kit_version": KIT_VERSION}, indent=2)
+        json.dumps(_spec(model) | {"kit_version": KIT_VERSION}, indent=2)
     )

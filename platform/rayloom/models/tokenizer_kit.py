@@ -42,13 +42,16 @@ def offline_corpus() -> Iterator[str]:
         yield " ".join(f"{a} + {b} = {a + b}. {a} - {b} = {a - b}." for b in range(0, 100, 3))
 
 
-def train_tokenizer(vocab_size: int):
-    """Train a byte-level BPE tokenizer and wrap it as a transformers fast tokenizer."""
+def train_tokenizer(vocab_size: int, split_digits: bool = False):
+    """Train a byte-level BPE tokenizer and wrap it as a transformers fast tokenizer; with
+    split_digits every digit is a token of its own (no merges across digits)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                               if split_digits else byte_level)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -119,9 +119,8 @@ def stage_rl(cfg: RayloomConfig, state: DemoState) -> None:
     result = train(cfg, data_output=state.preference_data)
     history = result.history
     if history:
-        every = max(1, len(history) // 8)
         print(f"  {'step':>5}  {'reward':>7}  {'reward_std':>10}  {'zero-std groups':>15}  {'length':>6}")
-        for h in history[::every] + ([history[-1]] if (len(history) - 1) % every else []):
+        for h in _evenly_spaced(history):
             print(f"  {h['step']:>5}  {h['reward_mean']:7.3f}  {h['reward_std']:10.3f}  "
                   f"{h['frac_zero_std_groups']:15.2f}  {h['completion_length']:6.1f}")
         first, last = _mean(history[:5], "reward_mean"), _mean(history[-5:], "reward_mean")
@@ -134,6 +133,12 @@ def stage_rl(cfg: RayloomConfig, state: DemoState) -> None:
     state.summary["rl"] = {"steps": result.step, "checkpoint": result.checkpoint, "lr": cfg.train.lr,
                            "reward_first": history[0]["reward_mean"] if history else None,
                            "reward_last": history[-1]["reward_mean"] if history else None}
+
+
+def _evenly_spaced(history: list[dict], rows: int = 8) -> list[dict]:
+    """About `rows` evenly spaced steps of a history, and always the last."""
+    every = max(1, len(history) // rows)
+    return history[::every] + ([history[-1]] if (len(history) - 1) % every else [])
 
 
 def _mean(history: list[dict], key: str) -> float:
@@ -192,8 +197,7 @@ def print_loss_curve(history: list[dict], rows: int = 8) -> None:
     if not history:
         print("  (no steps ran: the run had already reached train.max_steps)")
         return
-    every = max(1, len(history) // rows)
-    shown = history[::every] + ([history[-1]] if (len(history) - 1) % every else [])
+    shown = _evenly_spaced(history, rows)
     print(f"  {'step':>5}  {'loss':>8}  {'val_loss':>8}  {'lr':>9}  {'tok/s':>7}")
     for h in shown:
         val = f"{h['val_loss']:8.4f}" if "val_loss" in h else f"{'':8}"

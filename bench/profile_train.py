@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -86,6 +87,26 @@ def _cpu_by_label(before: dict, after: dict, seconds: float) -> dict[str, float]
     return {k: round(v / seconds, 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v / seconds >= 0.005}
 
 
+def _thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far of every thread of the training processes, by thread name (summed over them)."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rpartition(")")[2].split()
+            except OSError:  # the thread ended
+                continue
+            out[re.sub(r"[0-9]+$", "#", name)] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def _machine_cpu() -> dict[str, float]:
+    import psutil
+
+    return psutil.cpu_times()._asdict()
+
+
 def _in_loop(pid: int, loop: str) -> bool:
     dump = subprocess.run(["py-spy", "dump", "--nonblocking", "--pid", str(pid)], capture_output=True, text=True)
     return f" {loop} (" in dump.stdout and any(f" {n} (" in dump.stdout for n in ("backward", "step", "loss_sum"))
@@ -103,8 +124,10 @@ class Profiler(threading.Thread):
     def _training_pids(self) -> list[int]:
         import psutil
 
+        # torchrun's own command line names the worker script too: it is not a training process.
         return [p.pid for p in psutil.process_iter(["cmdline"])
-                if re.search(self.match, " ".join(p.info["cmdline"] or []))]
+                if re.search(self.match, " ".join(p.info["cmdline"] or []))
+                and "torch.distributed.run" not in " ".join(p.info["cmdline"] or [])]
 
     def run(self) -> None:
         try:
@@ -118,15 +141,25 @@ class Profiler(threading.Thread):
             else:
                 raise TimeoutError(f"{self.launcher}: workers never reached the loop (found {pids})")
             time.sleep(2.0)  # past the first, slower steps
-            before, started = _cpu_times(), time.perf_counter()
-            spies = [subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "100", "--idle",
+            # Window 1, nothing attached: what every process and thread uses.
+            before, threads_before, machine_before = _cpu_times(), _thread_cpu(pids), _machine_cpu()
+            started = time.perf_counter()
+            time.sleep(self.seconds)
+            elapsed = time.perf_counter() - started
+            cores = _cpu_by_label(before, _cpu_times(), elapsed)
+            threads_after, machine_after = _thread_cpu(pids), _machine_cpu()
+            thread_cores = {k: round((v - threads_before.get(k, 0.0)) / elapsed, 3)
+                            for k, v in sorted(threads_after.items(), key=lambda kv: kv[1] - threads_before.get(kv[0], 0.0),
+                                               reverse=True) if (v - threads_before.get(k, 0.0)) / elapsed >= 0.005}
+            machine = {k: round((machine_after[k] - machine_before[k]) / elapsed, 3)
+                       for k in ("user", "nice", "system", "idle", "iowait", "steal") if k in machine_after}
+            # Window 2: py-spy samples the loop (it costs CPU itself, so it is not in window 1's numbers).
+            spies = [subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", "50", "--idle",
                                        "--nonblocking", "--format", "raw", "--duration", str(int(self.seconds)),
                                        "--output", str(self.out_dir / f"{self.launcher}-{pid}.txt")],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in pids]
             for spy in spies:
                 spy.wait()
-            elapsed = time.perf_counter() - started
-            cores = _cpu_by_label(before, _cpu_times(), elapsed)
             phases: dict[str, int] = collections.Counter()
             for path in self.out_dir.glob(f"{self.launcher}-*.txt"):
                 for line in path.read_text().splitlines():
@@ -136,7 +169,8 @@ class Profiler(threading.Thread):
                         phases[_phase(stack, loop)] += int(count)
             total = sum(phases.values()) or 1
             self.result = {"phases": {k: round(v / total, 3) for k, v in phases.most_common()},
-                           "cpu_cores_by_process": cores, "window_s": round(elapsed, 1), "samples": total}
+                           "cpu_cores_by_process": cores, "worker_cpu_cores_by_thread": thread_cores,
+                           "machine_cpu_cores": machine, "window_s": round(elapsed, 1), "samples": total}
         except Exception as exc:  # reported beside the run, never swallowed
             self.error = repr(exc)
 
@@ -155,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--deepspeed", default="zero2")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rayloom-only", action="store_true", help="skip DeepSpeed direct (to compare Ray settings)")
     args = parser.parse_args(argv)
     if shutil.which("py-spy") is None:
         print("profile_train: py-spy is not on PATH (it is in requirements/*.lock)", file=sys.stderr)
@@ -175,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     root = tempfile.mkdtemp(prefix="profile-train-runs-")
     started = init_ray(ClusterConfig(num_cpus=4))  # idle beside DeepSpeed direct too, as in bench_train
     try:
-        ds = _profiled("deepspeed direct", r"bench_train\.py --worker ds", args.workers, args.seconds, out_dir,
+        ds = None if args.rayloom_only else _profiled("deepspeed direct", r"bench_train\.py --worker ds", args.workers, args.seconds, out_dir,
                        lambda: bench_train._launch("ds", s, args.deepspeed, args.workers, 1, str(rows_file)))
         ray_row = _profiled("rayloom", r"^ray::RayTrainWorker", args.workers, args.seconds, out_dir,
                             lambda: bench_train._rayloom_row("rayloom", s, args.deepspeed, args.workers, rows, root))
@@ -184,25 +219,29 @@ def main(argv: list[str] | None = None) -> int:
             import ray
 
             ray.shutdown()
-    rows_out = [{"system": f"DeepSpeed direct (torchrun), {args.deepspeed}, {args.workers} workers", **ds},
-                {"system": f"rayloom (Ray Train + DeepSpeed), {args.deepspeed}, {args.workers} workers", **ray_row}]
+    rows_out = [{"system": f"DeepSpeed direct (torchrun), {args.deepspeed}, {args.workers} workers", **ds}] if ds else []
+    rows_out += [{"system": f"rayloom (Ray Train + DeepSpeed), {args.deepspeed}, {args.workers} workers", **ray_row}]
     for row in rows_out:
         row["seconds_per_step_by_phase"] = {k: round(v * row["step_s"], 4) for k, v in row["phases"].items()}
     ratios = {"rayloom / DeepSpeed direct (tokens/s)": ray_row["tokens_per_s"] / ds["tokens_per_s"],
-              "rayloom / DeepSpeed direct (median step time)": ray_row["step_s"] / ds["step_s"]}
+              "rayloom / DeepSpeed direct (median step time)": ray_row["step_s"] / ds["step_s"]} if ds else {}
     result = harness.Result(
         name="profile_train", description=__doc__.splitlines()[0], rows=rows_out, ratios=ratios,
         notes=[f"model {s.preset}, {s.seq_len}-token rows, micro-batch {s.micro_batch_size}, {args.steps} steps, "
-               f"{args.workers} worker(s), {args.deepspeed}; py-spy at 100 Hz over {args.seconds:.0f} s of steady "
-               "state per launcher; phases are shares of the loop thread's wall-clock samples.",
+               f"{args.workers} worker(s), {args.deepspeed}; py-spy at 50 Hz over {args.seconds:.0f} s of steady "
+               "state per launcher, after a window of the same length with nothing attached for the CPU figures; phases are shares of the loop thread's wall-clock samples.",
                "cpu_cores_by_process: CPU-seconds per wall second of every kind of process on the machine over "
                "the same window (2.0 = both cores of this VM)."])
-    harness.write(result)
+    if ds:  # a rayloom-only run is an experiment, not the recorded profile
+        harness.write(result)
     print(harness.to_markdown(result))
     for row in rows_out:
         print(f"\n{row['system']}: step {row['step_s']:.3f} s")
         print("  phases:", ", ".join(f"{k} {v:.0%}" for k, v in row["phases"].items()))
         print("  CPU cores by process:", ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_cores_by_process"].items()))
+        print("  worker CPU cores by thread:",
+              ", ".join(f"{k} {v:.2f}" for k, v in row["worker_cpu_cores_by_thread"].items()))
+        print("  machine CPU cores:", ", ".join(f"{k} {v:.2f}" for k, v in row["machine_cpu_cores"].items()))
     return 0
 
 

@@ -25,6 +25,9 @@ class _ScriptedQueue:
             raise item
         return item
 
+    def put(self, item):
+        self.script.append(item)
+
     def empty(self):
         if self.script and isinstance(self.script[0], RuntimeError):
             raise self.script[0]
@@ -53,6 +56,16 @@ def test_reports_reach_trackers_and_on_report_after_empty_waits():
     assert monitor.error is None
     assert [h["step"] for h in monitor.history] == [2, 3] and tracker.logged == [2, 3]
     assert reports == [([2, 3], "/runs/r/checkpoint_00000003_abc")]
+
+
+def test_finish_ends_the_wait_with_a_sentinel_after_every_queued_report():
+    tracker = _Tracker()
+    scripted = _ScriptedQueue(("metrics", REPORT, None))
+    monitor = Monitor(scripted, _cfg(), [tracker], "r")
+    monitor.start()
+    monitor.finish()  # queues the sentinel behind the report, then joins
+    assert not monitor.is_alive() and monitor.error is None
+    assert tracker.logged == [2, 3] and scripted.script == []  # the sentinel was consumed, not logged
 
 
 def test_a_dead_queue_is_kept_for_the_driver_not_swallowed():

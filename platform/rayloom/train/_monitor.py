@@ -15,8 +15,12 @@ from rayloom.train.elastic import max_failures
 
 log = logging.getLogger(__name__)
 
-# How long one wait on the queue lasts before the thread checks whether the run has ended.
-_POLL_S = 0.2
+# How long one wait on the queue lasts before the thread checks whether the run has ended. The
+# end is normally announced by a sentinel (`finish`), so the wait can be long: each wait is an
+# actor call, and on a 2-core machine 5 calls a second (the old 0.2 s) cost the queue actor, the
+# driver and the raylet about 0.04 of a core that the training workers lacked (bench/profile_train.py).
+_POLL_S = 2.0
+_STOP = "stop"
 
 
 def build_metrics_callback(metrics_queue):
@@ -71,6 +75,8 @@ class Monitor(threading.Thread):
                     kind, payload, checkpoint = self.q.get(timeout=_POLL_S)
                 except queue.Empty:  # ray.util.queue.Empty subclasses it
                     continue
+                if kind == _STOP:
+                    break
                 self.handle(kind, payload, checkpoint)
         except Exception as exc:  # a dead queue actor, a failing on_report: the driver raises it after the run
             self.error = exc
@@ -106,6 +112,12 @@ class Monitor(threading.Thread):
         self.bar.set_postfix(postfix, refresh=True)
 
     def finish(self) -> None:
+        # trainer.fit() has returned, so the controller's reports are all in the queue (its puts
+        # are synchronous): the sentinel comes after them.
+        try:
+            self.q.put((_STOP, None, None))
+        except Exception:  # a dead queue: the thread has stopped on its error already
+            pass
         self.stop_event.set()
         self.join(timeout=30)
         self.bar.close()

@@ -117,7 +117,6 @@ def stage_serve(cfg: RayloomConfig, state: DemoState) -> None:
     demo task (never in the SFT or preference data), so the reply shows what was learned."""
     from rayloom.data.demo_corpus import demo_eval_examples, is_correct
     from rayloom.lineage import describe, read_lineage
-    from rayloom.prompts import render
     from rayloom.serve import deploy, openai_client
     from rayloom.serve.auth import AuthSettings, key_digest, read_api_keys
 
@@ -135,8 +134,11 @@ def stage_serve(cfg: RayloomConfig, state: DemoState) -> None:
     question = example["prompt"]
     client = openai_client(endpoint.base_url, key)
     start = time.perf_counter()
+    # Asked as the scoreboard and the SFT data ask it: one user turn. The "assistant" template adds
+    # a system turn, which the demo's chat data never has; the tiny model then answers a prompt
+    # unlike any it was trained or scored on.
     response = client.chat.completions.create(
-        model=endpoint.model_id, messages=render("assistant", message=question), max_tokens=32, temperature=0.0)
+        model=endpoint.model_id, messages=[{"role": "user", "content": question}], max_tokens=32, temperature=0.0)
     latency = time.perf_counter() - start
     reply = response.choices[0].message.content or ""
     print(f"  endpoint: {endpoint.base_url}  (model {endpoint.model_id}, Ray Serve + vLLM, API key "

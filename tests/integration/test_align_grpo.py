@@ -4,9 +4,10 @@
   model (the loss's own completion_logps); after the model changes and its weights are pushed, the
   engine's log-probs change and equal the trainer's again; a killed engine is replaced and the
   replacement has the newest weights;
-- a short GRPO run through Ray Train + DeepSpeed (LoRA, KL to the adapter-disabled reference) on a
-  task a random-weight model can learn (the digit_share reward): the reward rises, KL is finite
-  and reported, and every GRPO metric reaches the run's history.
+- a short GRPO run through Ray Train + DeepSpeed (LoRA, KL to the adapter-disabled reference, the
+  digit_share reward; slow): at every step the engines sample with the weights the trainer scores
+  with (rollout_logprob_diff), KL is finite and reported, and every GRPO metric reaches the run's
+  history. That the reward rises is a strict xfail: on a random-weight model it does not (below).
 """
 
 from __future__ import annotations
@@ -93,21 +94,34 @@ def grpo_run(ray_local, tiny_model_dir, tmp_path_factory):
 
 
 # Ran once (166 s): every GRPO metric was reported, but on the random-weight tiny-2l model the
-# digit_share reward went 0.0 -> ~0.03 in 12 steps, short of the +0.05 this asserts (issue #18 open:
-# more steps, a higher lr or an SFT start are the candidates). Strict: it fails the day it passes.
+# digit_share reward went 0.0 -> ~0.03 in 12 steps, short of the +0.05 this asserts (issue #18 open).
+# Longer runs (24 steps, 8 samples) show why more steps or a higher lr do not help: the reward curve
+# was the same at lr 1e-9 (KL 0), 1e-3, 1e-2, 3e-2 and 5e-2 (KL 0.05-0.08): 0.02 at the start, 0.06-0.07
+# in the second pass over the 64 prompts, 0.00-0.02 in the third. With the sampling seed fixed per
+# step, a near-uniform random model's samples do not change under these policy changes, so the curve
+# is the prompts' order, not learning. The engines did sample from the policy: rollout_logprob_diff
+# (engine vs trainer log-prob of each sampled token) was ~2e-7 at every step. The task must start
+# from a model whose samples vary (an SFT start). Strict: it fails the day it passes.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="reward does not yet rise by 0.05 in 12 steps on tiny-2l (issue #18)")
-def test_grpo_reward_rises_and_metrics_are_reported(grpo_run):
+def test_grpo_run_samples_from_the_policy_and_reports_its_metrics(grpo_run):
     history = grpo_run.history
     assert [h["step"] for h in history] == list(range(1, STEPS + 1))
     for key in ("reward_mean", "reward_std", "frac_zero_std_groups", "completion_length", "kl", "clip_ratio",
                 "rollout_tokens_per_s", "update_tokens_per_s", "rollout_s", "sync_s", "update_s",
-                "reward_digit_share", "loss"):
+                "reward_digit_share", "rollout_logprob_diff", "loss"):
         assert key in history[-1], key
-    rewards = [h["reward_mean"] for h in history]
-    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.05, rewards
     kls = [h["kl"] for h in history]
     assert all(math.isfinite(k) and k >= 0 for k in kls), kls
     assert kls[0] == pytest.approx(0.0, abs=1e-6)  # LoRA starts at its reference (B = 0)
     assert kls[-1] > 0
     assert all(h["sync_s"] > 0 and h["rollout_s"] > 0 for h in history)
+    # The engines sampled every step's tokens with the weights the trainer then scored them with,
+    # while the policy moved away from its reference (kl > 0): the sync reaches them inside the loop.
+    assert all(h["rollout_logprob_diff"] < 1e-4 for h in history), [h["rollout_logprob_diff"] for h in history]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="reward does not yet rise by 0.05 in 12 steps on tiny-2l (issue #18)")
+def test_grpo_reward_rises(grpo_run):
+    rewards = [h["reward_mean"] for h in grpo_run.history]
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.05, rewards

@@ -13,8 +13,8 @@ def test_rollout_left_pads_prompts_and_masks_completions():
     from rayloom.align.rollout import Completion
 
     prompts = [[11, 12, 13], [21]]
-    completions = [[Completion([1, 2], "a", True, [0.0, 0.0]), Completion([3], "b", False, [0.0])],
-                   [Completion([4, 5, 6], "c", True, [0.0] * 3), Completion([], "", False, [])]]
+    completions = [[Completion([1, 2], "a", True, [-0.5, -1.5]), Completion([3], "b", False, [-2.0])],
+                   [Completion([4, 5, 6], "c", True, [-0.1] * 3), Completion([], "", False, [])]]
     r = Rollout(prompts, completions, torch.zeros(4), torch.tensor([1.0, -1.0, 0.5, -0.5]), {}, pad_id=0,
                 device=torch.device("cpu"))
     assert r.prompt_len == 3
@@ -23,6 +23,8 @@ def test_rollout_left_pads_prompts_and_masks_completions():
     assert r.completion_mask.tolist() == [[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]]
     assert r.position_ids[2].tolist()[2:] == [0, 1, 2, 3]  # positions start at the first real token
     assert r.finished == [True, False, True, False]
+    # The engine's log-prob of each sampled token, laid out like the completion mask.
+    assert torch.allclose(r.engine_logps, torch.tensor([[-0.5, -1.5, 0], [-2.0, 0, 0], [-0.1] * 3, [0, 0, 0]]))
 
 
 def test_lora_weights_are_merged_under_hugging_face_names(tiny_model_dir):

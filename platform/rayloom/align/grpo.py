@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ("chosen_input_ids", "chosen_labels", "chosen_attention_mask")
 _SUMS = ("steps", "sequences", "groups", "reward_sum", "reward_sq", "zero_std_groups", "completion_tokens",
          "finished", "kl_sum", "kl_tokens", "clipped", "loss_tokens", "rollout_s", "sync_s", "update_s",
-         "update_tokens")
+         "update_tokens", "logprob_diff")
 _ROLLOUT = "_grpo_rollout"
 
 
@@ -76,6 +76,7 @@ class Rollout:
         rows = len(groups)
         ids = torch.full((rows, prompt_len + completion_len), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
+        engine_logps = torch.zeros((rows, completion_len), dtype=torch.float32)
         for row, (prompt, completion) in enumerate(groups):
             ids[row, prompt_len - len(prompt):prompt_len] = torch.tensor(prompt)  # prompts left-padded
             mask[row, prompt_len - len(prompt):prompt_len] = 1
@@ -83,9 +84,14 @@ class Rollout:
             if tokens:
                 ids[row, prompt_len:prompt_len + len(tokens)] = torch.tensor(tokens)
                 mask[row, prompt_len:prompt_len + len(tokens)] = 1
+                n = min(len(tokens), len(completion.logprobs))
+                engine_logps[row, :n] = torch.tensor(completion.logprobs[:n], dtype=torch.float32)
         self.input_ids, self.attention_mask = ids.to(device), mask.to(device)
         self.position_ids = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
         self.completion_mask = mask[:, prompt_len:].to(device)
+        # What the engine sampled each token with: beside the trainer's log-prob of the same token it
+        # shows whether the engine holds the policy's weights (verl and OpenRLHF report the same gap).
+        self.engine_logps = engine_logps.to(device)
         self.prompt_len = prompt_len
         self.rewards, self.advantages, self.per_reward = rewards, advantages.to(device), per_reward
         self.finished = [c.finished for _, c in groups]
@@ -241,6 +247,8 @@ class GrpoRun:
             self.sums["loss_tokens"] += float(mask.sum())
             self.sums["clipped"] += float(loss.clipped[mask].sum())
             self.sums["update_tokens"] += float(rollout.attention_mask.sum())
+            gap = (logps.detach().float() - rollout.engine_logps).abs()
+            self.sums["logprob_diff"] += float(gap[mask].nan_to_num(0.0).sum())
             if loss.per_token_kl is not None:
                 self.sums["kl_sum"] += float(loss.per_token_kl.detach()[mask].sum())
                 self.sums["kl_tokens"] += float(mask.sum())
@@ -276,6 +284,8 @@ class GrpoRun:
             "completion_length": r["completion_tokens"] / n,
             "finished_ratio": r["finished"] / n,
             "clip_ratio": r["clipped"] / max(r["loss_tokens"], 1.0),
+            # Mean |log p_trainer - log p_engine| of the sampled tokens: ~0 when the sync works.
+            "rollout_logprob_diff": r["logprob_diff"] / max(r["loss_tokens"], 1.0),
             # Each phase's wall time per step on a worker, averaged over ranks (steps counts rank-steps).
             "rollout_s": r["rollout_s"] / r["steps"],
             "sync_s": r["sync_s"] / r["steps"],

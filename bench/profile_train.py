@@ -1,17 +1,19 @@
 """Where a training step's time goes: rayloom (Ray Train + DeepSpeed) vs DeepSpeed launched directly.
 
-`python bench/profile_train.py [--workers 2] [--deepspeed zero2] [--steps 60] [--seconds 10]`
+`python bench/profile_train.py [--workers 2] [--deepspeed zero2] [--steps 100] [--seconds 10]
+[--rayloom-only]` (py-spy on PATH)
 
 Both launchers train the same model on the same packed rows with the same DeepSpeed config
-(bench_train.py's settings). Once a launcher's workers are inside their training loop, for
-`--seconds` of steady state:
+(bench_train.py's settings). Once a launcher's workers are inside their training loop, two
+windows of `--seconds` each:
 
-- py-spy samples every training process (wall clock, idle included, `--nonblocking` so the
-  process is never paused) and each sample of the thread running the loop is put in a phase by
-  the frames on its stack: data (waiting for the next micro-batches), forward, backward, optimizer
-  step, collectives the loop calls itself, report + metrics, other loop bookkeeping;
-- psutil reads the CPU time of every process on the machine over the same window, so the CPU that
-  is not the workers' (Ray's control plane, Ray Data, the driver, py-spy itself) is named.
+1. nothing attached: the CPU time of every process on the machine (psutil), of each worker's
+   threads (/proc) and of the machine as a whole, so the CPU that is not the workers' (Ray's
+   control plane, Ray Data, the driver) is named;
+2. py-spy samples every training process (wall clock, idle included, `--nonblocking` so the
+   process is never paused) and each sample of the thread running the loop is put in a phase by
+   the frames on its stack: data (waiting for the next micro-batches), forward, backward, optimizer
+   step, collectives the loop calls itself, report + metrics, other loop bookkeeping.
 
 It reports, it asserts nothing. Written as bench/results/profile_train.json + .md.
 """
@@ -79,12 +81,18 @@ def _cpu_times() -> dict[int, tuple[str, float]]:
     return out
 
 
-def _cpu_by_label(before: dict, after: dict, seconds: float) -> dict[str, float]:
-    """CPU cores each kind of process used over the window (CPU-seconds per wall second)."""
+def _rates(used: dict[str, float], seconds: float) -> dict[str, float]:
+    """CPU-seconds per wall second (cores) of each key over the window, largest first, the tiny ones left out."""
+    return {k: round(v / seconds, 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v / seconds >= 0.005}
+
+
+def _cpu_by_label(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds each kind of process used between the two readings (per pid, so a process that
+    started in between counts from zero)."""
     used: dict[str, float] = collections.defaultdict(float)
     for pid, (label, cpu) in after.items():
         used[label] += cpu - before.get(pid, (label, 0.0))[1]
-    return {k: round(v / seconds, 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v / seconds >= 0.005}
+    return used
 
 
 def _thread_cpu(pids: list[int]) -> dict[str, float]:
@@ -146,11 +154,9 @@ class Profiler(threading.Thread):
             started = time.perf_counter()
             time.sleep(self.seconds)
             elapsed = time.perf_counter() - started
-            cores = _cpu_by_label(before, _cpu_times(), elapsed)
+            cores = _rates(_cpu_by_label(before, _cpu_times()), elapsed)
             threads_after, machine_after = _thread_cpu(pids), _machine_cpu()
-            thread_cores = {k: round((v - threads_before.get(k, 0.0)) / elapsed, 3)
-                            for k, v in sorted(threads_after.items(), key=lambda kv: kv[1] - threads_before.get(kv[0], 0.0),
-                                               reverse=True) if (v - threads_before.get(k, 0.0)) / elapsed >= 0.005}
+            thread_cores = _rates({k: v - threads_before.get(k, 0.0) for k, v in threads_after.items()}, elapsed)
             machine = {k: round((machine_after[k] - machine_before[k]) / elapsed, 3)
                        for k in ("user", "nice", "system", "idle", "iowait", "steal") if k in machine_after}
             # Window 2: py-spy samples the loop (it costs CPU itself, so it is not in window 1's numbers).
@@ -161,10 +167,10 @@ class Profiler(threading.Thread):
             for spy in spies:
                 spy.wait()
             phases: dict[str, int] = collections.Counter()
+            loop = LOOP_FRAMES[self.launcher]
             for path in self.out_dir.glob(f"{self.launcher}-*.txt"):
                 for line in path.read_text().splitlines():
                     stack, _, count = line.rpartition(" ")
-                    loop = LOOP_FRAMES[self.launcher]
                     if f";{loop} (" in f";{stack}":
                         phases[_phase(stack, loop)] += int(count)
             total = sum(phases.values()) or 1

@@ -4,10 +4,11 @@
   model (the loss's own completion_logps); after the model changes and its weights are pushed, the
   engine's log-probs change and equal the trainer's again; a killed engine is replaced and the
   replacement has the newest weights;
-- a short GRPO run through Ray Train + DeepSpeed (LoRA, KL to the adapter-disabled reference, the
-  digit_share reward; slow): at every step the engines sample with the weights the trainer scores
-  with (rollout_logprob_diff), KL is finite and reported, and every GRPO metric reaches the run's
-  history. That the reward rises is a strict xfail: on a random-weight model it does not (below).
+- a short GRPO run through Ray Train + DeepSpeed (full fine-tune, KL to the frozen reference copy,
+  the digit_share reward: a task a random-weight model can learn; about a minute): the reward rises,
+  at every step the engines sample with the weights the trainer scores with (rollout_logprob_diff),
+  KL is finite and reported, and every GRPO metric reaches the run's history. The adapter-disabled reference of a
+  LoRA run is the same rayloom.align.reference code that test_align_dpo.py checks against a frozen copy.
 """
 
 from __future__ import annotations
@@ -85,24 +86,14 @@ def grpo_run(ray_local, tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("grpo")
     rows = demo_pairs(tiny_model_dir, 64, seq_len=48)
     cfg = compose("train", align_overrides(
-        root, "objective=grpo", "peft=lora", "peft.dropout=0.0", "deepspeed=zero2", "data.seq_len=48",
-        "train.num_workers=1", "train.micro_batch_size=8", "train.lr=3e-2", "train.min_lr_ratio=1.0",
+        root, "objective=grpo", "peft=none", "deepspeed=zero2", "data.seq_len=48",
+        "train.num_workers=1", "train.micro_batch_size=8", "train.lr=1e-2", "train.min_lr_ratio=1.0",
         f"train.max_steps={STEPS}", "train.eval_batches=0", "train.checkpoint_every=100", "train.run_name=grpo",
         "objective.grpo.num_generations=4", "objective.grpo.max_completion_tokens=6", "objective.grpo.kl_coef=0.04",
         "objective.grpo.rewards=[rayloom.align.rewards.digit_share]"))
     return train(cfg, datasets={"train": ray_local.data.from_items(rows)})
 
 
-# Ran once (166 s): every GRPO metric was reported, but on the random-weight tiny-2l model the
-# digit_share reward went 0.0 -> ~0.03 in 12 steps, short of the +0.05 this asserts (issue #18 open).
-# Longer runs (24 steps, 8 samples) show why more steps or a higher lr do not help: the reward curve
-# was the same at lr 1e-9 (KL 0), 1e-3, 1e-2, 3e-2 and 5e-2 (KL 0.05-0.08): 0.02 at the start, 0.06-0.07
-# in the second pass over the 64 prompts, 0.00-0.02 in the third. With the sampling seed fixed per
-# step, a near-uniform random model's samples do not change under these policy changes, so the curve
-# is the prompts' order, not learning. The engines did sample from the policy: rollout_logprob_diff
-# (engine vs trainer log-prob of each sampled token) was ~2e-7 at every step. The task must start
-# from a model whose samples vary (an SFT start). Strict: it fails the day it passes.
-@pytest.mark.slow
 def test_grpo_run_samples_from_the_policy_and_reports_its_metrics(grpo_run):
     history = grpo_run.history
     assert [h["step"] for h in history] == list(range(1, STEPS + 1))
@@ -112,7 +103,7 @@ def test_grpo_run_samples_from_the_policy_and_reports_its_metrics(grpo_run):
         assert key in history[-1], key
     kls = [h["kl"] for h in history]
     assert all(math.isfinite(k) and k >= 0 for k in kls), kls
-    assert kls[0] == pytest.approx(0.0, abs=1e-6)  # LoRA starts at its reference (B = 0)
+    assert kls[0] == pytest.approx(0.0, abs=1e-6)  # the policy starts at its reference
     assert kls[-1] > 0
     assert all(h["sync_s"] > 0 and h["rollout_s"] > 0 for h in history)
     # The engines sampled every step's tokens with the weights the trainer then scored them with,
@@ -120,8 +111,11 @@ def test_grpo_run_samples_from_the_policy_and_reports_its_metrics(grpo_run):
     assert all(h["rollout_logprob_diff"] < 1e-4 for h in history), [h["rollout_logprob_diff"] for h in history]
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="reward does not yet rise by 0.05 in 12 steps on tiny-2l (issue #18)")
+# Why a full fine-tune: with LoRA on the attention projections (r 8, lr 3e-2 to 5e-2, up to 24 steps)
+# the reward stayed at 0.00-0.07 whatever the lr (KL 0.05-0.08), because an adapter on the attention of a
+# random 2-layer model barely moves which tokens it samples. A full fine-tune moves the output layer:
+# at lr 1e-2 the reward went 0.00 / 0.03 / 0.05 -> 0.41 / 0.49 / 0.58 in 12 steps (lr 3e-3: -> 0.08-0.12).
+# Step 1 has no spread (no sample holds a digit), so steps 1 and 2 sample with the same weights.
 def test_grpo_reward_rises(grpo_run):
     rewards = [h["reward_mean"] for h in grpo_run.history]
-    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.05, rewards
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.2, rewards

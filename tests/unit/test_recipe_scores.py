@@ -35,6 +35,15 @@ def test_a_goal_whose_stage_did_not_run_is_not_measured_never_met():
     assert sft_ppl.met is False
 
 
+def test_a_rise_goal_beyond_a_bounded_score_says_it_is_out_of_reach():
+    board = Scoreboard(scores={"sft": _score(0.13, 660.0, 0.955), "align": _score(0.13, 660.0, 0.955)})
+    dpo = next(r for r in board.check_goals() if r.goal.stage == "align")
+    assert dpo.met is False and dpo.line().endswith("out of reach: 0.955 leaves at most +0.045 below 1.0")
+    board.scores["sft"] = board.scores["align"] = _score(0.13, 660.0, 0.90)   # reachable: a plain NOT met
+    dpo = next(r for r in board.check_goals() if r.goal.stage == "align")
+    assert dpo.met is False and "out of reach" not in dpo.line()
+
+
 def test_table_shows_each_stage_as_a_column():
     board = Scoreboard(scores={"train": _score(0.0, 362.5), "sft": _score(0.25, 400.0, 0.9)})
     lines = board.table().splitlines()

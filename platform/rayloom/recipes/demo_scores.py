@@ -51,6 +51,11 @@ class Goal:
     amount: float          # "falls": after < before
 
 
+# Scores that cannot pass 1.0: a rise goal on one of them is out of reach when its baseline is
+# already within the goal's amount of 1.0, and the console says so rather than leave a bare NOT met.
+_AT_MOST_ONE = ("mean_exact_match", "preference_accuracy")
+
+
 GOALS = (
     Goal("train", "pre-training loss falls", "loss", "train", "falls", 0.0),
     Goal("sft", "SFT raises held-out exact match", "mean_exact_match", "train", "rise_at_least", 1e-9),
@@ -74,7 +79,10 @@ class GoalResult:
             return f"  [not measured] {g.text}"
         change = (f"{self.after / self.before:.2f}x" if g.kind == "ratio_at_most" and self.before
                   else f"{self.after - self.before:+.3f}")
-        return f"  [{'met' if self.met else 'NOT met'}] {g.text}: {self.before:.4g} -> {self.after:.4g} ({change})"
+        line = f"  [{'met' if self.met else 'NOT met'}] {g.text}: {self.before:.4g} -> {self.after:.4g} ({change})"
+        if not self.met and g.kind == "rise_at_least" and g.metric in _AT_MOST_ONE and self.before + g.amount > 1:
+            line += f"; out of reach: {self.before:.4g} leaves at most {1 - self.before:+.3f} below 1.0"
+        return line
 
 
 @dataclass

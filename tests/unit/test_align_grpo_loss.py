@@ -130,3 +130,14 @@ def test_completion_logps_pick_the_completion_tokens():
     expected = torch.stack([full[r, 2:6].gather(-1, ids[r, 3:7, None]).squeeze(-1) for r in range(2)])
     assert got.shape == (2, 4)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_completion_logps_score_the_tempered_policy_the_engines_sample_from():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 7, 11, generator=g)
+    ids = torch.randint(0, 11, (2, 7), generator=g)
+    got = completion_logps(logits, ids, prompt_len=3, temperature=0.5)
+    full = torch.log_softmax(logits / 0.5, -1)
+    expected = torch.stack([full[r, 2:6].gather(-1, ids[r, 3:7, None]).squeeze(-1) for r in range(2)])
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, completion_logps(logits, ids, prompt_len=3), atol=1e-2)

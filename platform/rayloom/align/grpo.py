@@ -230,12 +230,13 @@ class GrpoRun:
             self.update_started = time.perf_counter()
         inputs = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
                   "position_ids": rollout.position_ids, "use_cache": False}
-        logps = completion_logps(model(**inputs).logits, rollout.input_ids, rollout.prompt_len)
+        temperature = self.grpo.temperature
+        logps = completion_logps(model(**inputs).logits, rollout.input_ids, rollout.prompt_len, temperature)
         ref_logps = None
         if uses_reference(self.cfg):
             with torch.no_grad():
                 ref_logps = completion_logps(self._reference_forward(model, inputs).logits, rollout.input_ids,
-                                             rollout.prompt_len)
+                                             rollout.prompt_len, temperature)
         # One update per rollout (TRL's num_iterations=1): the old policy is the current one, detached.
         loss = token_loss(logps, logps.detach(), rollout.advantages, self.grpo.epsilon,
                           self.grpo.resolved_epsilon_high, self.grpo.kl_coef, ref_logps)

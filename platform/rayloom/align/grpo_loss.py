@@ -85,10 +85,13 @@ def reduce_loss(loss_type: str, per_token_loss: torch.Tensor, mask: torch.Tensor
     raise ValueError(f"unknown GRPO loss_type {loss_type!r} (grpo, bnpo, dapo, dr_grpo)")
 
 
-def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
+def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, prompt_len: int,
+                     temperature: float = 1.0) -> torch.Tensor:
     """Log-probability of each completion token (positions prompt_len.. of input_ids) under `logits`
-    ([rows, seq, vocab] for the whole input), with TRL's selective_log_softmax."""
+    ([rows, seq, vocab] for the whole input) divided by the sampling temperature, with TRL's
+    selective_log_softmax. As TRL's GRPOTrainer: the policy the loss differentiates is the one the
+    engines sampled from (logits / temperature), for the policy and the reference alike."""
     from trl.trainer.utils import selective_log_softmax
 
     targets = input_ids[:, prompt_len:]
-    return selective_log_softmax(logits[:, prompt_len - 1:-1].float(), targets.long())
+    return selective_log_softmax(logits[:, prompt_len - 1:-1].float(), targets.long(), temperature=temperature)

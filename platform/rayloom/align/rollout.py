@@ -42,8 +42,11 @@ class RolloutEngine:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         from vllm import LLM  # here: vLLM (and torch) load only in the engine actor
 
+        # processed_logprobs: each sampled token's log-prob after temperature (and top-p), the
+        # distribution it was sampled from, which the trainer's log-probs are compared with
+        # (rollout_logprob_diff); prompt log-probs (token_logprobs) are the same in every mode.
         self.llm = LLM(model=model_dir, dtype=dtype, max_model_len=max_model_len, enforce_eager=True, seed=seed,
-                       enable_prefix_caching=True, gpu_memory_utilization=0.5)
+                       enable_prefix_caching=True, gpu_memory_utilization=0.5, logprobs_mode="processed_logprobs")
         self.tokenizer = self.llm.get_tokenizer()
         self.weights_version = 0
 

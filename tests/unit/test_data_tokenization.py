@@ -14,7 +14,14 @@ from rayloom.data.record_ids import record_id
 from rayloom.data.schema import IGNORE_INDEX, LM_COLUMNS, PREFERENCE_COLUMNS
 from rayloom.data.selection import SelectRecords
 from rayloom.data.shards import TokenizePackShards
-from rayloom.data.tokenization import RecordTokenizer, check_tokenizer, load_fast_tokenizer, tokenizer_hash
+from rayloom.data.tokenization import (
+    RecordTokenizer,
+    TextBackend,
+    check_tokenizer,
+    load_fast_tokenizer,
+    pad_id_of,
+    tokenizer_hash,
+)
 from rayloom.errors import UserError
 from rayloom.models import load_tokenizer
 
@@ -146,6 +153,10 @@ def test_tokenizer_checks_and_hash(tiny_model_dir, tmp_path, copy_of):
     check_tokenizer(tok, tiny_model_dir, needs_chat=True)
     assert type(load_fast_tokenizer(tiny_model_dir)) is type(tok)
     assert load_fast_tokenizer(tiny_model_dir)("hello world").input_ids == tok("hello world").input_ids
+    # The data job's driver loads it this way: what it hands the workers must be what AutoTokenizer gives.
+    fast = load_fast_tokenizer(tiny_model_dir)
+    assert TextBackend.of(fast) == TextBackend.of(tok) and fast.chat_template == tok.chat_template
+    assert pad_id_of(fast) == pad_id_of(tok)
     plain = load_tokenizer(tiny_model_dir)
     plain.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     with pytest.raises(UserError, match="generation"):

@@ -127,7 +127,8 @@ class DataConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     # Records per call into the fast tokenizer (its Rust backend batches them on its own threads).
     tokenize_batch_size: int = 256
-    # Actors of the select -> tokenize -> pack -> write stage (at most one per input block/file).
+    # Blocks of the select -> tokenize -> pack -> write stage in flight at once (Ray tasks; at most one
+    # per input block). The name is from when the stage ran on an actor pool of this size.
     num_tokenize_actors: int = 2
     # Rows per Parquet shard: each input file's rows are packed together, then cut into shards of
     # this many rows (the last shard of a file is smaller).

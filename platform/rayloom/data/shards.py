@@ -1,6 +1,6 @@
-"""Inside Ray Data actors: select, tokenize, pack and write one block of records at a time.
+"""Inside Ray Data tasks: select, tokenize, pack and write one block of records at a time.
 
-TokenizePackShards is the job's one heavy stage (an actor pool, data.num_tokenize_actors): per
+TokenizePackShards is the job's one heavy stage (tasks, at most data.num_tokenize_actors at once): per
 read chunk - about data.read_block_bytes of one file's records, as the read stage left them - it applies source
 weights and the split (SelectRecords), shuffles the record copies (record_ids.order_key), tokenizes
 them (RecordTokenizer), packs each split's pieces into rows and writes them as Parquet shards of
@@ -52,6 +52,20 @@ def parquet_bytes(table: pa.Table) -> bytes:
     pq.write_table(table, sink, compression="zstd", use_dictionary=False, row_group_size=1024,
                    write_statistics=False)
     return sink.getvalue().to_pybytes()
+
+
+# The stage of the job a worker process last ran, by job id: built on the worker's first block of a
+# job and reused for the job's other blocks (the tokenizer is loaded once per process and job).
+_STAGE: dict[str, TokenizePackShards] = {}
+
+
+def tokenize_pack_block(block: pa.Table, *, job_id: str, kwargs: dict) -> pa.Table:
+    """Ray Data task function: one block through the job's TokenizePackShards."""
+    stage = _STAGE.get(job_id)
+    if stage is None:
+        _STAGE.clear()   # one job's stage at a time per process
+        stage = _STAGE[job_id] = TokenizePackShards(**kwargs)
+    return stage(block)
 
 
 class TokenizePackShards:

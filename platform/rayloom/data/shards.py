@@ -54,16 +54,19 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-# The stage of the job a worker process last ran, by job id: built on the worker's first block of a
-# job and reused for the job's other blocks (the tokenizer is loaded once per process and job).
+# The stages of the jobs a worker process last ran, by job id: built on the worker's first block of a
+# job and reused for the job's other blocks (the tokenizer is loaded once per process and job). A few,
+# not one: a training run streams its train and validation splits as two jobs through the same workers.
 _STAGE: dict[str, TokenizePackShards] = {}
+_MAX_STAGES = 4
 
 
 def tokenize_pack_block(block: pa.Table, *, job_id: str, kwargs: dict) -> pa.Table:
     """Ray Data task function: one block through the job's TokenizePackShards."""
     stage = _STAGE.get(job_id)
     if stage is None:
-        _STAGE.clear()   # one job's stage at a time per process
+        while len(_STAGE) >= _MAX_STAGES:
+            _STAGE.pop(next(iter(_STAGE)))   # the oldest job's
         stage = _STAGE[job_id] = TokenizePackShards(**kwargs)
     return stage(block)
 

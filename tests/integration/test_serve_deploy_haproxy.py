@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +56,19 @@ def _haproxies(sid: int) -> list[psutil.Process]:
             if proc.name() == "haproxy" and proc.status() != psutil.STATUS_ZOMBIE:
                 out.append(proc)
     return out
+
+
+def _listeners(port: int) -> list[str]:
+    """Who listens on `port` (pid and command line, when the kernel says)."""
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            try:
+                who = " ".join(psutil.Process(conn.pid).cmdline()) if conn.pid else "unknown process"
+            except psutil.Error:
+                who = f"pid {conn.pid}"
+            found.append(f"{conn.pid}: {who}")
+    return found
 
 
 def test_serve_deploy_on_a_ray_start_head_leaves_no_haproxy_after_ray_is_killed(tiny_model_dir, tmp_path,
@@ -104,6 +116,8 @@ def test_serve_deploy_on_a_ray_start_head_leaves_no_haproxy_after_ray_is_killed(
                     proc.send_signal(signal.SIGKILL)
         wait_until(lambda: not _haproxies(sid), 60, interval_s=0.5,
                    message=lambda: f"HAProxy to stop with Ray: {[p.cmdline() for p in _haproxies(sid)]}")
-        with socket.socket() as sock:  # the port is free for the next deploy
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", port))
+        # Nothing listens on the port any more, so the next deploy can take it. Checked as "no
+        # listener" rather than by binding it: a bind also fails while any process's outgoing
+        # connection happens to use the port as its source port, which says nothing about HAProxy.
+        wait_until(lambda: not _listeners(port), 60, interval_s=0.5,
+                   message=lambda: f"port {port} to be free, still listening: {_listeners(port)}")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rayloom.config import DedupConfig
+from rayloom.data.cleaning import text_words
 from rayloom.data.dedup import (
     band_keys,
     candidate_groups,
@@ -129,6 +130,8 @@ def test_chains_keep_what_the_first_occurrence_rule_keeps():
     want = {i: r for i, t, s in zip([1, 2, 3], texts, sigs, strict=True) if (r := finder.check(i, exact_key(t), s))}
     assert got == want
     assert shingles("a b", 5) == [b"a b"]
+    # The read task passes the words the quality filters already split: the same signatures.
+    assert minhash_signatures(texts, dedup, [text_words(t) for t in texts]) == sigs
 
 
 def test_shuffle_tasks_find_the_groups_of_one_pass_over_everything():

@@ -102,6 +102,44 @@ def test_fast_filters_equal_their_per_character_definitions():
         assert repetition_fraction(text) == repetition(text), repr(text)
 
 
+def test_filter_reason_decides_as_comparing_every_score_with_its_limit():
+    """filter_reason skips a score that cannot exceed its limit (a bound on the n-gram repetition,
+    fractions of at most 1); its decisions must be those of computing every score, at every limit,
+    on texts where the bound prunes and where it does not."""
+    import random
+
+    def reference(text: str, f: FilterConfig) -> str | None:
+        if len(text) < f.min_chars:
+            return "too_short"
+        if len(text) > f.max_chars:
+            return "too_long"
+        for reason, score, limit in (("repetition", repetition_fraction(text), f.max_repetition),
+                                     ("symbols", symbol_fraction(text), f.max_symbol_fraction),
+                                     ("boilerplate", boilerplate_fraction(text, f.boilerplate_phrases),
+                                      f.max_boilerplate_fraction)):
+            if score > limit:
+                return reason
+        return None
+
+    rng = random.Random(1)
+    vocab = ["a", "bb", "ccc", "river", "stone", "of", "the", "x_y", "#!", "click here", "\n", "Zz9"]
+    limits = [0.0, 0.05, 0.2, 0.3, 0.5, 0.8, 0.99, 1.0]
+    seen = set()
+    for _ in range(4000):
+        if rng.random() < 0.5:
+            words = [rng.choice(vocab[:rng.randint(2, len(vocab))]) for _ in range(rng.randint(0, 120))]
+        else:   # a phrase repeated with some words changed: long n-grams that repeat
+            phrase = [rng.choice(vocab) for _ in range(rng.randint(2, 5))]
+            words = [w if rng.random() < 0.8 else rng.choice(vocab) for _ in range(rng.randint(1, 30))
+                     for w in phrase]
+        text = " ".join(words)
+        f = FilterConfig(max_repetition=rng.choice(limits), max_symbol_fraction=rng.choice(limits),
+                         max_boilerplate_fraction=rng.choice(limits))
+        assert filter_reason(text, f) == reference(text, f), (text, f)
+        seen.add(reference(text, f))
+    assert seen == {None, "too_short", "repetition", "symbols", "boilerplate"}
+
+
 def parse_file(path, schema: str = "text", data: DataConfig | None = None, **source) -> list[dict]:
     """Every row the read tasks make of one file (the read plan, the streaming reader and the parser)."""
     data = data or DataConfig(dedup=DedupConfig(num_perm=16))

@@ -26,19 +26,22 @@ def exact_key(text: str) -> bytes:
     return hashlib.blake2b(" ".join(text.lower().split()).encode("utf-8"), digest_size=16).digest()
 
 
-def shingles(text: str, size: int) -> list[bytes]:
-    words = _WORD.findall(text.lower())
+def shingles(text: str, size: int, words: list[str] | None = None) -> list[bytes]:
+    """The distinct `size`-word shingles of `text` (`words`: its lower-cased \\w+ words, if known)."""
+    words = _WORD.findall(text.lower()) if words is None else words
     if len(words) <= size:
         return [" ".join(words).encode("utf-8")]
     return sorted({" ".join(words[i:i + size]).encode("utf-8") for i in range(len(words) - size + 1)})
 
 
-def minhash_signatures(texts: list[str], dedup: DedupConfig) -> list[bytes]:
-    """One MinHash signature per text (num_perm uint32 values as bytes)."""
+def minhash_signatures(texts: list[str], dedup: DedupConfig, words: list[list[str]] | None = None) -> list[bytes]:
+    """One MinHash signature per text (num_perm uint32 values as bytes). `words`: each text's
+    cleaning.text_words, when the read task already has them for the quality filters."""
     from datasketch import MinHash
 
-    hashes = MinHash.bulk([shingles(t, dedup.shingle_size) for t in texts], num_perm=dedup.num_perm,
-                          seed=_MINHASH_SEED)
+    words = words or [None] * len(texts)
+    hashes = MinHash.bulk([shingles(t, dedup.shingle_size, w) for t, w in zip(texts, words, strict=True)],
+                          num_perm=dedup.num_perm, seed=_MINHASH_SEED)
     return [m.hashvalues.astype(np.uint32).tobytes() for m in hashes]
 
 

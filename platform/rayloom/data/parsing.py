@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from rayloom.config.data import DataConfig, SourceConfig
-from rayloom.data.cleaning import filter_reason
+from rayloom.data.cleaning import filter_reason, text_words
 from rayloom.data.dedup import exact_key, minhash_signatures
 from rayloom.data.readers import Item, Unit, read_unit
 from rayloom.data.record_ids import record_id
@@ -82,10 +82,11 @@ class ParseUnits:
                 rows.append(row)
         ok = [r for r in rows if r["status"] == "ok"]
         texts = [r.pop("_text") for r in ok]
+        words = [r.pop("_words") for r in ok]
         for row, text in zip(ok, texts, strict=True):
             row["exact"] = exact_key(text)
         if self.signatures and ok:
-            for row, signature in zip(ok, minhash_signatures(texts, self.data.dedup), strict=True):
+            for row, signature in zip(ok, minhash_signatures(texts, self.data.dedup, words), strict=True):
                 row["signature"] = signature
         if rows:
             first = rows[0]["doc_id"]
@@ -103,7 +104,8 @@ class ParseUnits:
         try:
             payload = self._payload(unit, config, item)
             text = payload_text(payload)
-            reason = filter_reason(text, self.data.filters)
+            words = text_words(text)   # shared by the repetition filter and the MinHash shingles
+            reason = filter_reason(text, self.data.filters, words)
             if reason is not None:
                 return _row(doc_id, schema, "filtered", reason, None, num_chars=len(text))
             row = _row(doc_id, schema, "ok", None, None, payload=canonical_json(payload), num_chars=len(text))
@@ -113,7 +115,7 @@ class ParseUnits:
         except Exception as exc:  # noqa: BLE001 - whatever a record does, it is quarantined, never fatal
             raw = _preview(item.raw) if item.raw is not None else _json_preview(item.row)
             return _row(doc_id, schema, "bad", "invalid", f"{type(exc).__name__}: {exc}"[:500], raw=raw)
-        row["_text"] = text
+        row["_text"], row["_words"] = text, words
         return row
 
     def _payload(self, unit: Unit, config: SourceConfig, item: Item) -> dict:

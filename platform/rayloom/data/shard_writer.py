@@ -63,9 +63,13 @@ def tokenize_and_pack(records, job: PackJob, *, num_blocks: int, stage: str | No
                            only_split)
     kwargs = {"data": data, "model": job.model, "kind": job.kind, "pad_id": job.pad_id, "select": select,
               "stage": stage, "text_backend": job.text_backend}
+    import ray.data
+
+    # compute=, not concurrency=: Ray 2.51 deprecates the latter and warns on the console at every job.
     return records.map_batches(
         tokenize_pack_block, fn_kwargs={"job_id": uuid.uuid4().hex, "kwargs": kwargs},
-        batch_size=None, batch_format="pyarrow", concurrency=max(1, min(data.num_tokenize_actors, num_blocks)),
+        batch_size=None, batch_format="pyarrow",
+        compute=ray.data.TaskPoolStrategy(size=max(1, min(data.num_tokenize_actors, num_blocks))),
     )
 
 

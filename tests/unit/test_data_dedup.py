@@ -140,7 +140,7 @@ def test_shuffle_tasks_find_the_groups_of_one_pass_over_everything():
     an empty block without columns is skipped; the chunking keeps neighbouring blocks together."""
     import pyarrow as pa
 
-    from rayloom.data.dedup_ray import _chunks, _groups_task, _keys_task, _signed_task
+    from rayloom.data.dedup_ray import _chunks, _groups_task, _keys_task, _links_task, _resolve, _signed_task
 
     dedup = DedupConfig()
     texts = _corpus(3, 120)
@@ -162,5 +162,16 @@ def test_shuffle_tasks_find_the_groups_of_one_pass_over_everything():
     got = [np.asarray(g) for table, _ in reduced for g in table.column("members").to_pylist()]
     assert sorted(map(tuple, got)) == sorted(map(tuple, expected)) and expected
     members = [m for _, m in reduced]
-    signed = pa.concat_tables([_signed_task(len(chunk), *chunk, *members) for chunk in _chunks(blocks, 2)])
-    assert sorted(signed.column("doc_id").to_pylist()) == sorted({int(i) for g in expected for i in g})
+    signed = [_signed_task(len(chunk), *chunk, *members) for chunk in _chunks(blocks, 2)]
+    for p in range(parts):   # each partition gets exactly the records of its own groups
+        got_p = pa.concat_tables([s[p] for s in signed]).column("doc_id").to_pylist()
+        assert sorted(got_p) == members[p].tolist()
+    # The links of each partition, then the one ordered pass: what the ordered driver pass drops.
+    linked = [_links_task(dedup, reduced[p][0], *(s[p] for s in signed)) for p in range(parts)]
+    table, counts, info = _resolve(parts, *members, *(t for t, _ in linked), *(n for _, n in linked))
+    finder = ReferenceFinder(dedup)
+    want = {int(r["doc_id"]): reason for r in ok
+            if (reason := finder.check(int(r["doc_id"]), r["exact"], r["signature"]))}
+    assert dict(zip(table.column("doc_id").to_pylist(), table.column("reason").to_pylist(), strict=True)) == want
+    assert want and sum(counts.values()) == len(want) and info["groups"] == len(expected)
+    assert info["candidates"] == len({int(i) for g in expected for i in g})

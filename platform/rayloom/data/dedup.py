@@ -102,7 +102,20 @@ def resolve_groups(groups: list[np.ndarray], exact: dict[int, bytes], signatures
     Jaccard >= threshold (`duplicate_near`). This is the same decision as one ordered pass with a
     hash set and an LSH index over the whole dataset, since a record's decision only depends on
     earlier records it shares a key with (tested against that pass, tests/unit/test_data_dedup.py).
+    The distributed job runs the two halves apart: `group_links` in one task per hash partition,
+    `first_occurrence` once over the links.
     """
+    followers, edges = group_links(groups, exact, signatures, dedup)
+    return first_occurrence(followers, edges)
+
+
+def group_links(groups: list[np.ndarray], exact: dict[int, bytes], signatures: dict[int, np.ndarray],
+                dedup: DedupConfig) -> tuple[dict[int, int], dict[int, set[int]]]:
+    """What the candidate groups say, group by group: exact copy -> the first record of its exact
+    class, and later record -> the earlier records with Jaccard >= threshold (exact copies left out).
+
+    Copies of one text share every band key, so an exact class is whole in each group that holds
+    it: the links of groups computed apart (one hash partition each) merge without conflict."""
     followers: dict[int, int] = {}   # exact copy -> the first record of its exact class
     edges: dict[int, set[int]] = {}  # later rep -> earlier reps with Jaccard >= threshold
     for group in groups:
@@ -122,6 +135,12 @@ def resolve_groups(groups: list[np.ndarray], exact: dict[int, bytes], signatures
             similar = np.flatnonzero((sig[:j] == sig[j]).mean(axis=1) >= dedup.threshold)
             if len(similar):
                 edges.setdefault(reps[j], set()).update(reps[i] for i in similar.tolist())
+    return followers, edges
+
+
+def first_occurrence(followers: dict[int, int], edges: dict[int, set[int]]) -> dict[int, str]:
+    """The ordered pass over the links alone: a record is dropped when one of its earlier similar
+    records was kept; an exact copy goes with the first record of its class."""
     dropped: dict[int, str] = {}
     for later in sorted(edges):
         if any(earlier not in dropped for earlier in edges[later]):

@@ -7,10 +7,13 @@ A hash shuffle in plain Ray tasks over the materialised read dataset's blocks:
    its exact key, as 64-bit values, split into hash partitions (one returned object each).
 2. candidates (one reduce task per partition, so a key's records meet in one call): the groups
    of 2+ records that share a key, and their ids. Most records share no key and leave nothing.
-3. signatures of the records in some group only (a parallel filter over the same block runs).
-4. resolve (one Ray task, its work grows with the candidates, not the records):
-   dedup.resolve_groups applies the first-occurrence rule; the result is a small table of
-   (doc_id, reason) that stays in the object store. The driver gets the counts per reason.
+3. signatures of the records in some group only, sent to the partitions whose groups hold them
+   (a parallel filter over the same block runs, one returned object per partition).
+4. links (one task per partition): dedup.group_links compares the signatures within each group:
+   which record is an exact copy of which, and which pairs pass the Jaccard threshold.
+5. resolve (one Ray task): dedup.first_occurrence, an ordered pass over the links alone (integer
+   pairs, one per near duplicate and exact copy; no signature reaches it); the result is a small
+   table of (doc_id, reason) that stays in the object store. The driver gets the counts per reason.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import numpy as np
 import pyarrow as pa
 
 from rayloom.config.data import DedupConfig
-from rayloom.data.dedup import band_keys, candidate_groups, exact_key64, resolve_groups
+from rayloom.data.dedup import band_keys, candidate_groups, exact_key64, first_occurrence, group_links
 
 DUPLICATES_SCHEMA = pa.schema([("doc_id", pa.int64()), ("reason", pa.string())])
 _KEYS_SCHEMA = pa.schema([("key", pa.uint64()), ("doc_id", pa.int64())])
 _GROUPS_SCHEMA = pa.schema([("members", pa.list_(pa.int64()))])
 _SIGNED_SCHEMA = pa.schema([("doc_id", pa.int64()), ("exact", pa.binary()), ("signature", pa.binary())])
+# One row per link: `doc_id` is an exact copy of `other` (exact=True) or near `other`, an earlier record.
+_LINKS_SCHEMA = pa.schema([("doc_id", pa.int64()), ("other", pa.int64()), ("exact", pa.bool_())])
 
 # Loaded id sets, per worker process (tasks reuse workers): keyed by the object refs' ids.
 _CACHE: dict[tuple, np.ndarray] = {}
@@ -96,31 +101,25 @@ def _groups_task(*tables: pa.Table) -> tuple[pa.Table, np.ndarray]:
                      schema=_GROUPS_SCHEMA), members)
 
 
-def _signed_task(num_blocks: int, *args) -> pa.Table:
-    """Exact keys and signatures of the records of some blocks that are in a candidate group."""
+def _signed_task(num_blocks: int, *args):
+    """Exact keys and signatures of the records of some blocks that are in a candidate group, one
+    table per hash partition: the records in that partition's groups (args: blocks, then each
+    partition's members)."""
     blocks, members = args[:num_blocks], args[num_blocks:]
-    involved = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.int64)
+    oks = [_ok(b) for b in blocks if b.num_rows]   # an empty block may come without columns
     out = []
-    for batch in blocks:
-        if not batch.num_rows:   # an empty block may come without columns
-            continue
-        ok = _ok(batch)
-        keep = contains(involved, ok.column("doc_id").to_numpy())
-        out.append(ok.filter(pa.array(keep)).select(["doc_id", "exact", "signature"]).cast(_SIGNED_SCHEMA))
-    return pa.concat_tables(out) if out else _SIGNED_SCHEMA.empty_table()
+    for involved in members:
+        tables = [ok.filter(pa.array(contains(involved, ok.column("doc_id").to_numpy())))
+                  .select(["doc_id", "exact", "signature"]).cast(_SIGNED_SCHEMA) for ok in oks]
+        out.append(pa.concat_tables(tables) if tables else _SIGNED_SCHEMA.empty_table())
+    return out[0] if len(out) == 1 else tuple(out)
 
 
-def _resolve(dedup: DedupConfig, num_group_tables: int, *tables: pa.Table) -> tuple[pa.Table, dict, dict]:
-    """The one-task step. The tables are top-level arguments, so the task starts (and its clock
-    runs) only once the shuffle has produced them all."""
-    import time
-
-    start = time.perf_counter()
-    # (An empty block may come without columns.)
-    groups = [np.asarray(m, dtype=np.int64) for t in tables[:num_group_tables] if t.num_rows
-              for m in t.column("members").to_pylist()]
+def _links_task(dedup: DedupConfig, groups: pa.Table, *signed: pa.Table) -> tuple[pa.Table, int]:
+    """One partition's links (its groups compared with its members' exact keys and signatures) and
+    its number of groups."""
     exact, signatures = {}, {}
-    for table in tables[num_group_tables:]:
+    for table in signed:
         if not table.num_rows:
             continue
         for doc, e, s in zip(table.column("doc_id").to_pylist(), table.column("exact").to_pylist(),
@@ -128,12 +127,39 @@ def _resolve(dedup: DedupConfig, num_group_tables: int, *tables: pa.Table) -> tu
             exact[doc] = e
             if s is not None:
                 signatures[doc] = np.frombuffer(s, dtype=np.uint32)
-    dropped = resolve_groups(groups, exact, signatures, dedup)
+    # (An empty block may come without columns.)
+    members = [np.asarray(m, dtype=np.int64) for m in groups.column("members").to_pylist()] if groups.num_rows else []
+    followers, edges = group_links(members, exact, signatures, dedup)
+    near = [(later, earlier) for later, earlier_ids in edges.items() for earlier in earlier_ids]
+    return pa.table({"doc_id": list(followers) + [a for a, _ in near], "other": list(followers.values()) +
+                     [b for _, b in near], "exact": [True] * len(followers) + [False] * len(near)},
+                    schema=_LINKS_SCHEMA), len(members)
+
+
+def _resolve(parts: int, *args) -> tuple[pa.Table, dict, dict]:
+    """The one-task step (args: each partition's members, links, then number of groups). They are
+    top-level arguments, so the task starts (and its clock runs) only once they all exist."""
+    import time
+
+    start = time.perf_counter()
+    members, links, groups = args[:parts], args[parts:2 * parts], args[2 * parts:]
+    followers: dict[int, int] = {}
+    edges: dict[int, set[int]] = {}
+    for table in links:
+        doc, other, exact = (table.column(c).to_pylist() for c in ("doc_id", "other", "exact"))
+        for d, o, e in zip(doc, other, exact, strict=True):
+            if e:
+                followers[d] = o
+            else:
+                edges.setdefault(d, set()).add(o)
+    dropped = first_occurrence(followers, edges)
     ids = sorted(dropped)
     counts: dict[str, int] = {}
     for reason in dropped.values():
         counts[reason] = counts.get(reason, 0) + 1
-    info = {"resolve_s": time.perf_counter() - start, "groups": len(groups), "candidates": len(exact)}
+    candidates = np.unique(np.concatenate(members)) if members else np.zeros(0, dtype=np.int64)
+    info = {"resolve_s": time.perf_counter() - start, "groups": sum(groups),
+            "candidates": len(candidates), "links": sum(t.num_rows for t in links)}
     return pa.table({"doc_id": pa.array(ids, type=pa.int64()),
                      "reason": pa.array([dropped[i] for i in ids], type=pa.string())}), counts, info
 
@@ -180,10 +206,14 @@ def find_duplicates(records, dedup: DedupConfig, *, partitions: int = 0):
     reduced = [groups_task.remote(*(m[p] for m in mapped)) for p in range(parts)]
     group_refs = [g for g, _ in reduced]
     member_refs = [m for _, m in reduced]
-    signed_task = ray.remote(_signed_task)
-    signed_refs = [signed_task.remote(len(chunk), *chunk, *member_refs) for chunk in chunks]
-    table_ref, counts_ref, info_ref = ray.remote(num_returns=3)(_resolve).remote(dedup, len(group_refs), *group_refs,
-                                                                                *signed_refs)
+    signed_task = ray.remote(_signed_task).options(num_returns=parts)
+    signed = [signed_task.remote(len(chunk), *chunk, *member_refs) for chunk in chunks]
+    if parts == 1:
+        signed = [[ref] for ref in signed]
+    links_task = ray.remote(_links_task).options(num_returns=2)
+    linked = [links_task.remote(dedup, group_refs[p], *(s[p] for s in signed)) for p in range(parts)]
+    table_ref, counts_ref, info_ref = ray.remote(num_returns=3)(_resolve).remote(
+        parts, *member_refs, *(links for links, _ in linked), *(n for _, n in linked))
     counts, info = ray.get([counts_ref, info_ref])
     duplicates = ray.data.from_arrow_refs([table_ref]).materialize()
     return duplicates, counts, info

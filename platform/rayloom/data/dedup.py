@@ -8,15 +8,14 @@ dedup_ray.py) and `resolve_groups` applies the first-occurrence rule to the cand
 from __future__ import annotations
 
 import hashlib
-import re
 
 import numpy as np
 
 from rayloom.config.data import DedupConfig
+from rayloom.data.cleaning import text_words
 
 DEDUP_REASONS = ("duplicate_exact", "duplicate_near")
 
-_WORD = re.compile(r"\w+", re.UNICODE)
 # datasketch's MinHash seed; any fixed value, the same on every worker.
 _MINHASH_SEED = 1
 
@@ -28,7 +27,7 @@ def exact_key(text: str) -> bytes:
 
 def shingles(text: str, size: int, words: list[str] | None = None) -> list[bytes]:
     """The distinct `size`-word shingles of `text` (`words`: its lower-cased \\w+ words, if known)."""
-    words = _WORD.findall(text.lower()) if words is None else words
+    words = text_words(text) if words is None else words   # the quality filters' words
     if len(words) <= size:
         return [" ".join(words).encode("utf-8")]
     return sorted({" ".join(words[i:i + size]).encode("utf-8") for i in range(len(words) - size + 1)})

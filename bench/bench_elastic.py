@@ -32,7 +32,10 @@ def _overrides(root: str, name: str, steps: int, workers: str) -> list[str]:
             "train.global_batch_size=12", f"+train.worker_resources.{SLOT}=1", "train.elastic_resize_interval_s=2",
             f"train.checkpoint_every={EVERY}", f"train.max_steps={steps}", "train.warmup_steps=0", "train.lr=3e-3",
             f"storage.root={root}", "train.export=false", "tracking.progress_bar=false", "train.eval_batches=0",
-            "tracking.report_interval_s=0.5", f"train.run_name={name}"]
+            "tracking.report_interval_s=0.5", f"train.run_name={name}",
+            # A drain check at every step, as Ray Train's watcher polls every 0.5 s in the local
+            # cluster (the default waits 2 s between checks; a short run could end first).
+            "train.preemption_check_interval_s=0"]
 
 
 def _run(root: str, name: str, steps: int, workers: str, rows, hook=None, extra: tuple[str, ...] = ()):

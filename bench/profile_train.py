@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows_out:
         print(f"\n{row['system']}: step {row['step_s']:.3f} s")
         print("  phases:", ", ".join(f"{k} {v:.0%}" for k, v in row["phases"].items()))
-        print("  CPU cores by process:", ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_cores_by_process"].items()))
+        print("  CPU cores by process:", ", ".join(f"{k} {v:.3f}" for k, v in row["cpu_cores_by_process"].items()))
         print("  worker CPU cores by thread:",
               ", ".join(f"{k} {v:.2f}" for k, v in row["worker_cpu_cores_by_thread"].items()))
         print("  machine CPU cores:", ", ".join(f"{k} {v:.2f}" for k, v in row["machine_cpu_cores"].items()))

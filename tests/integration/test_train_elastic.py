@@ -33,10 +33,12 @@ from rayloom.train import checkpoints as ckpts
 pytestmark = pytest.mark.integration
 
 EVERY = 3
-# 4 rows a step at 1 or 2 workers (accumulation 2 or 1); 48 rows = 12 steps an epoch.
+# 4 rows a step at 1 or 2 workers (accumulation 2 or 1); 48 rows = 12 steps an epoch. The drain
+# check runs at every step (interval 0, not the default 2 s): the local cluster's Ray Train watcher
+# polls every 0.5 s, and a 12-step run may end within the default interval.
 ELASTIC = ["train.num_workers=[1,2]", "train.global_batch_size=4", f"+train.worker_resources.{SLOT}=1",
            "train.elastic_resize_interval_s=2", f"train.checkpoint_every={EVERY}", "train.export=false",
-           "tracking.report_interval_s=0.5"]
+           "tracking.report_interval_s=0.5", "train.preemption_check_interval_s=0"]
 
 
 @pytest.fixture(scope="module")

@@ -140,3 +140,18 @@ def test_cached_universal_forms_of_deleted_checkpoints_are_pruned(tmp_path):
     assert storage.is_committed(universal.universal_uri(str(kept)))
     assert not storage.exists(universal.universal_uri(str(run / ckpts.checkpoint_name(2, "abc123"))))
     assert [s for s, _ in ckpts.list_checkpoints(str(run))] == [4]
+
+
+def test_rank_zero_votes_for_a_drain_check_every_n_steps_at_most_once_per_interval():
+    """The per-step all-reduce carries rank 0's vote; every rank then calls the collective check."""
+    now = [100.0]
+    watch = elastic.PreemptionWatch(every=2, interval_s=5.0, rank=0, clock=lambda: now[0])
+    assert (watch.due(1), watch.due(2)) == (0.0, 1.0)  # never checked: due at the next multiple of 2
+    watch.last_check = now[0]  # what poll() records
+    now[0] += 4.9
+    assert watch.due(4) == 0.0
+    now[0] += 0.1
+    assert (watch.due(4), watch.due(5)) == (1.0, 0.0)
+    assert elastic.PreemptionWatch(1, 0.0, rank=1).due(1) == 0.0  # only rank 0 votes
+    assert elastic.PreemptionWatch(0, 0.0, rank=0).due(4) == 0.0  # every=0: never ask
+    assert elastic.PreemptionWatch(1, 0.0, rank=0).due(7) == 1.0  # interval 0: at every step

@@ -239,10 +239,12 @@ class TrainConfig:
     elastic_resize_interval_s: float = 60.0
     # Extra Ray resources each worker asks for (e.g. {"spot_gpu_slot": 1}) beside CPU/GPU.
     worker_resources: dict[str, float] = field(default_factory=dict)
-    # Ask Ray Train every this many steps whether a node of the run is being preempted (a drain:
-    # spot notice, `ray drain-node`, SIGTERM to `ray start --block`); on a notice every worker
-    # checkpoints at the next step boundary. 0 -> never ask.
+    # Ask Ray Train whether a node of the run is being preempted (a drain: spot notice, `ray
+    # drain-node`, SIGTERM to `ray start --block`) at every this many steps, at most once per
+    # preemption_check_interval_s seconds (Ray Train refreshes the answer every 5 s); on a notice
+    # every worker checkpoints at that step boundary. 0 -> never ask; interval 0 -> every such step.
     preemption_check_every: int = 1
+    preemption_check_interval_s: float = 2.0
     use_gpu: bool = False
     cpus_per_worker: int = 1
     lr: float = 1e-3
@@ -306,6 +308,7 @@ class TrainConfig:
                 "of micro_batch_size * every worker count in the range", self.global_batch_size)
         positive(self.elastic_resize_interval_s, "train.elastic_resize_interval_s")
         non_negative(self.preemption_check_every, "train.preemption_check_every")
+        non_negative(self.preemption_check_interval_s, "train.preemption_check_interval_s")
         for name, amount in self.worker_resources.items():
             require(name not in ("CPU", "GPU"), "train.worker_resources", "CPU/GPU come from train.cpus_per_worker "
                     "and train.use_gpu", name)

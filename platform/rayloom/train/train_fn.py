@@ -12,6 +12,7 @@ import logging
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,8 @@ def train_fn(config: dict) -> None:
     report_flag, last_report = 0.0, time.perf_counter()
     engine.train()
     window = ThroughputWindow()
-    preemption = PreemptionWatch(train.preemption_check_every, rank)
+    preemption = PreemptionWatch(train.preemption_check_every, train.preemption_check_interval_s, rank)
+    check_flag = preemption.due(1)
     last_save_s = 0.0
     while state.step < train.max_steps:
         fetch_start = time.perf_counter()
@@ -179,10 +181,10 @@ def train_fn(config: dict) -> None:
         # gradients over data-parallel ranks and accumulation steps; the scale undoes that).
         local = torch.tensor([sum(float(objective.count_targets(mb)) for mb in micro_batches),
                               sum(float(objective.count_tokens(mb)) for mb in micro_batches),
-                              report_flag], dtype=torch.float64)
+                              report_flag, check_flag], dtype=torch.float64)
         dist.all_reduce(local)
         global_targets, global_tokens = (local[:2] / tp).tolist()
-        report_due = bool(local[2] > 0)
+        report_due, check_due = bool(local[2] > 0), bool(local[3] > 0)
         scale = geometry.data_parallel_size * geometry.grad_accum / max(global_targets, 1.0)
         lr = scheduler.get_last_lr()[0]
         loss_sum = torch.zeros((), dtype=torch.float64)
@@ -207,7 +209,7 @@ def train_fn(config: dict) -> None:
 
         last = state.step >= train.max_steps
         # A drain notice (spot reclaim, `ray drain-node`): checkpoint at this step boundary.
-        notice = preemption.poll(state.step) if not last else None
+        notice = preemption.poll() if check_due and not last else None
         checkpoint_now = last or state.step % train.checkpoint_every == 0 or notice is not None
         eval_now = val_shard is not None and (last or state.step % train.eval_every == 0)
         if checkpoint_now or eval_now or state.step % cfg.tracking.log_every == 0:
@@ -254,6 +256,7 @@ def train_fn(config: dict) -> None:
                 last_report = time.perf_counter()
             window.exclude(last_report - report_started)  # the report's own time is not a step's
         report_flag = float(rank == 0 and time.perf_counter() - last_report >= cfg.tracking.report_interval_s)
+        check_flag = preemption.due(state.step + 1)
 
 
 # --- set-up helpers ---
@@ -287,6 +290,12 @@ def _configure_worker_logging(rank: int) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     import transformers
 
+    # DeepSpeed's ZeRO calls torch.distributed.all_gather_into_tensor, which torch marks
+    # deprecated. Python shows a warning once per call site, but Ray Data's batch conversion enters
+    # warnings.catch_warnings() for every batch, which resets that record: unfiltered, the same
+    # warning reached the worker's log and the driver's console at every optimizer step.
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
+                            category=FutureWarning)
     # Per-worker "Loading weights" / "Writing model shards" bars would interleave in the driver's log.
     transformers.utils.logging.disable_progress_bar()
     context = ray.data.DataContext.get_current()

@@ -235,7 +235,8 @@ def run(quick: bool = False):
     rows_file = Path(tempfile.mkdtemp(prefix="bench-rows-")) / "rows.json"
     rows_file.write_text(json.dumps(rows))
     root = tempfile.mkdtemp(prefix="bench-train-runs-")
-    rounds = 1 if quick else 2
+    # Single runs on this shared 2-core VM move by 5-10%: the headline rows keep the best of 3.
+    rounds = 1 if quick else 3
 
     def ds_row(procs: int, deepspeed: str) -> dict:
         return {"system": f"DeepSpeed direct (torchrun), {deepspeed}", "workers": procs, "deepspeed": deepspeed,
@@ -263,8 +264,10 @@ def run(quick: bool = False):
         out += [{**_best(tries_ds), "repeats": rounds}, {**_best(tries_ray), "repeats": rounds}]
         out.append(ray_row(2, "zero3"))
         for threads in (1, 2):
+            # The 2-thread row is a goal's baseline: it keeps its best repetition too.
+            tries = [_launch("torch", s, "zero0", 1, threads, str(rows_file)) for _ in range(rounds if threads == 2 else 1)]
             out.append({"system": f"plain PyTorch, {threads} thread(s)", "workers": 1, "deepspeed": "-",
-                        **_launch("torch", s, "zero0", 1, threads, str(rows_file))})
+                        **_best(tries), **({"repeats": rounds} if threads == 2 else {})})
     finally:
         if started:
             import ray
@@ -309,9 +312,9 @@ def run(quick: bool = False):
         "threads as training), so it is comparable across rows, not to vendor peaks.",
         "start-up: rayloom = trainer.fit() to first step with Ray already running (controller, worker actors, "
         "imports, model, DeepSpeed init, data); DeepSpeed direct = process launch to first step.",
-        f"the ZeRO-2 pairs and the ZeRO-3 + offload pair alternate and keep the best of {rounds} repetition(s): this "
-        "2-core machine is shared and "
-        "Ray's own control-plane processes (controller, data coordinator) need CPU beside 2 busy workers.",
+        f"the ZeRO-2 pairs and the ZeRO-3 + offload pair alternate and keep the best of {rounds} repetition(s), as "
+        "does plain PyTorch with 2 threads: this 2-core machine is shared, and Ray's own processes (about 13 "
+        "beside a run, each waking every 10 ms) need CPU beside 2 busy workers.",
     ]
     return Result(name="train", description=DESCRIPTION, rows=out, ratios=ratios, goals=goals, notes=notes)
 

@@ -109,8 +109,8 @@ class PreemptionWatch:
                and self.clock() - self.last_check >= self.interval_s)
         return float(due)
 
-    def poll(self):
-        """The collective check; every rank calls it at the steps the all-reduced vote picked."""
+    def poll(self, step: int):
+        """The collective check after `step`; every rank calls it at the steps the all-reduced vote picked."""
         import ray.train
 
         self.last_check = self.clock()
@@ -119,8 +119,8 @@ class PreemptionWatch:
             return None
         self.handled.update(info.preempted_node_ids)
         if self.rank == 0:
-            log.warning("node(s) %s of this run are being preempted (deadline %s): checkpointing now",
-                        ", ".join(n[:8] for n in info.preempted_node_ids), info.deadline_ms)
+            log.warning("node(s) %s of this run are being preempted (deadline %s): checkpointing at step %d",
+                        ", ".join(n[:8] for n in info.preempted_node_ids), info.deadline_ms, step)
         return info
 
     def wait_out(self, info) -> None:

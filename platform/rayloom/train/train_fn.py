@@ -169,7 +169,7 @@ def train_fn(config: dict) -> None:
     engine.train()
     window = ThroughputWindow()
     preemption = PreemptionWatch(train.preemption_check_every, train.preemption_check_interval_s, rank)
-    check_flag = preemption.due(1)
+    check_flag = preemption.due(state.step + 1)
     last_save_s = 0.0
     while state.step < train.max_steps:
         fetch_start = time.perf_counter()
@@ -209,7 +209,7 @@ def train_fn(config: dict) -> None:
 
         last = state.step >= train.max_steps
         # A drain notice (spot reclaim, `ray drain-node`): checkpoint at this step boundary.
-        notice = preemption.poll() if check_due and not last else None
+        notice = preemption.poll(state.step) if check_due and not last else None
         checkpoint_now = last or state.step % train.checkpoint_every == 0 or notice is not None
         eval_now = val_shard is not None and (last or state.step % train.eval_every == 0)
         if checkpoint_now or eval_now or state.step % cfg.tracking.log_every == 0:

@@ -146,6 +146,9 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
         return True
     num_cpus = cluster.num_cpus or default_num_cpus()
     log.info("starting an embedded local Ray with %d logical CPUs", num_cpus)
+    if "runtime_env" in common and not cluster.include_dashboard:
+        # Without the dashboard there is no state API; rayloom.ray_worker_setup says what that breaks.
+        common["runtime_env"]["worker_process_setup_hook"] = EMBEDDED_WORKER_SETUP
     # address="local": a new instance always. With no address Ray joins whatever cluster
     # /tmp/ray/ray_current_cluster names (any `ray start`, or another process's Ray on this machine)
     # and then refuses num_cpus: an embedded run must not depend on what else runs here.
@@ -156,6 +159,8 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
 
 
 LOOPBACK = "127.0.0.1"
+# Ray imports it in every worker process of an embedded cluster without a dashboard.
+EMBEDDED_WORKER_SETUP = "rayloom.ray_worker_setup.embedded_cluster"
 
 
 @contextmanager

@@ -27,3 +27,16 @@ def test_import_platform_inside_a_ray_task_is_the_standard_library(ray_local):
     platform_file, ok, rayloom_file = ray_local.get(where.remote())
     assert platform_file.endswith("platform.py") and "site-packages" not in platform_file and ok
     assert rayloom_file.endswith("rayloom/__init__.py")
+
+
+def test_embedded_workers_run_rayloom_set_up_hook(ray_local):
+    """Every worker of the embedded cluster (no dashboard) has run rayloom.ray_worker_setup."""
+    from rayloom.ray_worker_setup import CLEANER_LOGGER
+
+    @ray_local.remote(num_cpus=0)
+    def filters():
+        import logging
+
+        return [type(f).__name__ for f in logging.getLogger(CLEANER_LOGGER).filters]
+
+    assert ray_local.get(filters.remote()) == ["_DropMessage"]

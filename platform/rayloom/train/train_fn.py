@@ -32,6 +32,10 @@ from rayloom.train.optim import build_lr_scheduler, param_groups
 
 log = logging.getLogger(__name__)
 
+# The torch.distributed deprecation warnings DeepSpeed's ZeRO raises at every step (see
+# _configure_worker_logging).
+DEEPSPEED_DEPRECATED_COLLECTIVES = r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated"
+
 
 @dataclass
 class TrainJob:
@@ -290,12 +294,12 @@ def _configure_worker_logging(rank: int) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     import transformers
 
-    # DeepSpeed's ZeRO calls torch.distributed.all_gather_into_tensor, which torch marks
-    # deprecated. Python shows a warning once per call site, but Ray Data's batch conversion enters
-    # warnings.catch_warnings() for every batch, which resets that record: unfiltered, the same
-    # warning reached the worker's log and the driver's console at every optimizer step.
-    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
-                            category=FutureWarning)
+    # DeepSpeed's ZeRO calls torch.distributed.all_gather_into_tensor (every stage) and
+    # reduce_scatter_tensor (ZeRO-3), which torch marks deprecated. Python shows a warning once per
+    # call site, but Ray Data's batch conversion enters warnings.catch_warnings() for every batch,
+    # which resets that record: unfiltered, the same warnings reached the worker's log and the
+    # driver's console at every optimizer step.
+    warnings.filterwarnings("ignore", message=DEEPSPEED_DEPRECATED_COLLECTIVES, category=FutureWarning)
     # Per-worker "Loading weights" / "Writing model shards" bars would interleave in the driver's log.
     transformers.utils.logging.disable_progress_bar()
     context = ray.data.DataContext.get_current()

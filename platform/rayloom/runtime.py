@@ -146,9 +146,16 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
         return True
     num_cpus = cluster.num_cpus or default_num_cpus()
     log.info("starting an embedded local Ray with %d logical CPUs", num_cpus)
-    if "runtime_env" in common and not cluster.include_dashboard:
-        # Without the dashboard there is no state API; rayloom.ray_worker_setup says what that breaks.
-        common["runtime_env"]["worker_process_setup_hook"] = EMBEDDED_WORKER_SETUP
+    if "runtime_env" in common:
+        if not cluster.include_dashboard:
+            # Without the dashboard there is no state API; rayloom.ray_worker_setup says what that breaks.
+            common["runtime_env"]["worker_process_setup_hook"] = EMBEDDED_WORKER_SETUP
+        # The embedded cluster is one node, the driver's own: none of its nodes can be drained while
+        # a run goes on, so Ray Train's preemption watcher (one more actor beside every run, each
+        # idle Ray process costing the workers about 0.5% on 2 cores) would watch for nothing. Off
+        # unless cluster.env or this shell sets it (Ray Train forwards the shell's value to its
+        # controller, over this default).
+        common["runtime_env"]["env_vars"].setdefault(PREEMPTION_WATCHER_ENV, "0")
     # address="local": a new instance always. With no address Ray joins whatever cluster
     # /tmp/ray/ray_current_cluster names (any `ray start`, or another process's Ray on this machine)
     # and then refuses num_cpus: an embedded run must not depend on what else runs here.
@@ -161,6 +168,8 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
 LOOPBACK = "127.0.0.1"
 # Ray imports it in every worker process of an embedded cluster without a dashboard.
 EMBEDDED_WORKER_SETUP = "rayloom.ray_worker_setup.embedded_cluster"
+# Ray Train's switch for its per-run drain watcher (ray.train.v2._internal.constants, Ray 2.60).
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 @contextmanager

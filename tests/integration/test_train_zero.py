@@ -92,6 +92,15 @@ def test_zero3_run_leaves_no_per_step_or_per_second_warnings(zero_runs, ray_loca
         assert repeated not in text
 
 
+def test_an_embedded_run_starts_no_preemption_watcher(zero_runs, ray_local):
+    """The embedded cluster is one node: Ray Train's drain watcher stays off there (rayloom.runtime)."""
+    zero_runs("zero3_offload")
+    logs = Path(ray_local._private.worker._global_node.get_logs_dir_path())
+    actors = {line for p in logs.glob("worker-*.out") for line in p.read_text(errors="replace").splitlines()
+              if line.startswith(":actor_name:")}
+    assert ":actor_name:TrainController" in actors and ":actor_name:PreemptionWatcher" not in actors
+
+
 @pytest.mark.slow
 def test_zero3_offload_agrees_with_zero0(zero_runs):
     result = zero_runs("zero3_offload")

@@ -115,3 +115,32 @@ def test_embedded_ray_binds_loopback(monkeypatch):
     assert init_ray(ClusterConfig(num_cpus=4)) is True
     assert seen["_node_ip_address"] == "127.0.0.1" and seen["multi_node"] is False
     assert ray_constants.ENABLE_RAY_CLUSTER is before
+
+
+def _init_kwargs(monkeypatch, cluster: ClusterConfig) -> dict:
+    """What init_ray passes to ray.init (the real start is tests/integration/test_runtime_ray.py)."""
+    import ray
+
+    from rayloom.runtime import init_ray
+
+    seen: dict = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    init_ray(cluster)
+    return seen
+
+
+def test_embedded_ray_runs_the_worker_hook_and_no_preemption_watcher(monkeypatch):
+    from rayloom.runtime import EMBEDDED_WORKER_SETUP, PREEMPTION_WATCHER_ENV
+
+    env = _init_kwargs(monkeypatch, ClusterConfig(num_cpus=4))["runtime_env"]
+    assert env["worker_process_setup_hook"] == EMBEDDED_WORKER_SETUP and env["env_vars"][PREEMPTION_WATCHER_ENV] == "0"
+    # The user's setting wins; with a dashboard the state API works and no hook is needed.
+    env = _init_kwargs(monkeypatch, ClusterConfig(num_cpus=4, include_dashboard=True,
+                                                  env={PREEMPTION_WATCHER_ENV: "1"}))["runtime_env"]
+    assert "worker_process_setup_hook" not in env and env["env_vars"][PREEMPTION_WATCHER_ENV] == "1"
+    # A cluster rayloom connects to keeps Ray's defaults: its nodes can be drained.
+    env = _init_kwargs(monkeypatch, ClusterConfig(address="127.0.0.1:6379"))["runtime_env"]
+    assert "worker_process_setup_hook" not in env and PREEMPTION_WATCHER_ENV not in env["env_vars"]

@@ -51,7 +51,9 @@ LOOP_FRAMES = {"rayloom": "train_fn", "deepspeed direct": "_worker_main"}
 
 def _phase(stack: str, loop: str) -> str:
     names = [frame.split(" (")[0] for frame in stack.split(";")]
-    below = set(names[max(i for i, n in enumerate(names) if n == loop) + 1:])
+    # py-spy names a method Class.method and a nested function outer.<locals>.inner: the phases
+    # name the function itself (DeepSpeedEngine.step is the optimizer step).
+    below = {name.rsplit(".", 1)[-1] for name in names[max(i for i, n in enumerate(names) if n == loop) + 1:]}
     return next((phase for phase, functions in PHASES if below & functions), "other (loop bookkeeping)")
 
 

@@ -23,6 +23,12 @@ def test_a_sample_belongs_to_the_first_phase_found_below_the_loop():
     assert phase(_stack("train_fn", "all_reduce"), "train_fn") == "collectives (loop)"
     assert phase(_stack("train_fn", "report"), "train_fn") == "report + metrics"
     assert phase(_stack("train_fn", "add_step"), "train_fn") == "other (loop bookkeeping)"
+    # py-spy's own spelling of methods and nested functions (checked on its raw output).
+    assert phase(_stack("train_fn", "DeepSpeedEngine.step", "DeepSpeedZeroOptimizer_Stage3.step"),
+                 "train_fn") == "optimizer step"
+    assert phase(_stack("train_fn", "instrument_w_nvtx.<locals>.wrapped_fn", "DeepSpeedEngine.backward"),
+                 "train_fn") == "backward"
+    assert phase(_stack("train_fn", "PreemptionWatch.poll"), "train_fn") == "report + metrics"
     # Frames above the loop (Ray's thread runner) never decide the phase.
     assert phase(_stack("backward", "train_fn", "add_step"), "train_fn") == "other (loop bookkeeping)"
 

@@ -152,7 +152,8 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
             common["runtime_env"]["worker_process_setup_hook"] = EMBEDDED_WORKER_SETUP
         # The embedded cluster is one node, the driver's own: none of its nodes can be drained while
         # a run goes on, so Ray Train's preemption watcher (one more actor beside every run, each
-        # idle Ray process costing the workers about 0.5% on 2 cores) would watch for nothing. Off
+        # idle Ray process costing the workers 0.6-0.7% on 2 cores: bench/ray_floor.py) would
+        # watch for nothing. Off
         # unless cluster.env or this shell sets it (Ray Train forwards the shell's value to its
         # controller, over this default).
         common["runtime_env"]["env_vars"].setdefault(PREEMPTION_WATCHER_ENV, "0")

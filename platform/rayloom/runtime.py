@@ -153,9 +153,8 @@ def init_ray(cluster: ClusterConfig, storage: StorageConfig | None = None) -> bo
         # The embedded cluster is one node, the driver's own: none of its nodes can be drained while
         # a run goes on, so Ray Train's preemption watcher (one more actor beside every run, each
         # idle Ray process costing the workers 0.6-0.7% on 2 cores: bench/ray_floor.py) would
-        # watch for nothing. Off
-        # unless cluster.env or this shell sets it (Ray Train forwards the shell's value to its
-        # controller, over this default).
+        # watch for nothing. Off unless cluster.env or this shell sets it (Ray Train forwards the
+        # shell's value to its controller, over this default).
         common["runtime_env"]["env_vars"].setdefault(PREEMPTION_WATCHER_ENV, "0")
     # address="local": a new instance always. With no address Ray joins whatever cluster
     # /tmp/ray/ray_current_cluster names (any `ray start`, or another process's Ray on this machine)

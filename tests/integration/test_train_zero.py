@@ -101,6 +101,17 @@ def test_an_embedded_run_starts_no_preemption_watcher(zero_runs, ray_local):
     assert ":actor_name:TrainController" in actors and ":actor_name:PreemptionWatcher" not in actors
 
 
+def test_a_finished_run_leaves_no_reports_in_the_gcs(zero_runs, ray_local):
+    """Rank 0's reports reach the driver through the GCS (rayloom.train.report_channel); the driver
+    deletes its run's entries when the run ends."""
+    from ray.experimental.internal_kv import _internal_kv_list
+
+    from rayloom.train.report_channel import NAMESPACE
+
+    assert zero_runs("zero3_offload").history  # the reports arrived
+    assert _internal_kv_list(b"train-reports/", namespace=NAMESPACE) == []
+
+
 @pytest.mark.slow
 def test_zero3_offload_agrees_with_zero0(zero_runs):
     result = zero_runs("zero3_offload")

@@ -1,9 +1,10 @@
-"""The driver's metrics monitor (no Ray): it waits out an empty queue, hands reports to the
-trackers and `on_report`, and keeps a failing queue's error for the driver instead of spinning."""
+"""The driver's metrics monitor (no Ray): it keeps reading an empty channel, hands reports to the
+trackers and `on_report`, takes everything sent before `finish`, and keeps a failing read's error
+for the driver instead of spinning."""
 
 from __future__ import annotations
 
-import queue
+import threading
 
 from rayloom.config import compose
 from rayloom.train._monitor import Monitor
@@ -13,25 +14,24 @@ REPORT = {"step": 3, "loss": 1.5, "lr": 1e-3, "tokens_per_s": 10.0,
                       {"step": 3, "loss": 1.5, "lr": 1e-3, "tokens_per_s": 10.0}]}
 
 
-class _ScriptedQueue:
-    """Answers get() from a script: an exception instance is raised, anything else returned."""
+class _ScriptedChannel:
+    """Answers take() from a script, one entry per read: a list is returned, an exception raised;
+    once the script is used up, reads return [] and `drained` is set."""
 
     def __init__(self, *script):
         self.script = list(script)
+        self.reads = 0
+        self.drained = threading.Event()
 
-    def get(self, timeout):
-        item = self.script.pop(0) if self.script else queue.Empty()
+    def take(self):
+        self.reads += 1
+        if not self.script:
+            self.drained.set()
+            return []
+        item = self.script.pop(0)
         if isinstance(item, BaseException):
             raise item
         return item
-
-    def put(self, item):
-        self.script.append(item)
-
-    def empty(self):
-        if self.script and isinstance(self.script[0], RuntimeError):
-            raise self.script[0]
-        return not self.script
 
 
 class _Tracker:
@@ -46,32 +46,36 @@ def _cfg():
     return compose("train", ["tracking.progress_bar=false"])
 
 
-def test_reports_reach_trackers_and_on_report_after_empty_waits():
+def test_reports_reach_trackers_and_on_report_after_empty_reads():
     tracker, reports = _Tracker(), []
-    monitor = Monitor(_ScriptedQueue(queue.Empty(), ("metrics", REPORT, "/runs/r/checkpoint_00000003_abc"),
-                                     queue.Empty()),
-                      _cfg(), [tracker], "r", on_report=lambda steps, ckpt: reports.append(([s["step"] for s in steps], ckpt)))
+    channel = _ScriptedChannel([], [("metrics", REPORT, "/runs/r/checkpoint_00000003_abc")], [])
+    monitor = Monitor(channel, _cfg(), [tracker], "r",
+                      on_report=lambda steps, ckpt: reports.append(([s["step"] for s in steps], ckpt)))
     monitor.start()
+    assert channel.drained.wait(timeout=30)
     monitor.finish()
-    assert monitor.error is None
+    assert monitor.error is None and not monitor.is_alive()
     assert [h["step"] for h in monitor.history] == [2, 3] and tracker.logged == [2, 3]
     assert reports == [([2, 3], "/runs/r/checkpoint_00000003_abc")]
 
 
-def test_finish_ends_the_wait_with_a_sentinel_after_every_queued_report():
+def test_finish_reads_once_more_so_a_report_sent_just_before_it_is_kept():
     tracker = _Tracker()
-    scripted = _ScriptedQueue(("metrics", REPORT, None))
-    monitor = Monitor(scripted, _cfg(), [tracker], "r")
+    channel = _ScriptedChannel()
+    monitor = Monitor(channel, _cfg(), [tracker], "r")
     monitor.start()
-    monitor.finish()  # queues the sentinel behind the report, then joins
+    assert channel.drained.wait(timeout=30)  # the thread has read an empty channel and waits
+    channel.script.append([("metrics", REPORT, None)])  # the controller's last report
+    monitor.finish()
     assert not monitor.is_alive() and monitor.error is None
-    assert tracker.logged == [2, 3] and scripted.script == []  # the sentinel was consumed, not logged
+    assert tracker.logged == [2, 3] and channel.script == []
 
 
-def test_a_dead_queue_is_kept_for_the_driver_not_swallowed():
-    dead = RuntimeError("the queue actor died")
-    monitor = Monitor(_ScriptedQueue(queue.Empty(), dead), _cfg(), [], "r")
+def test_a_failing_read_is_kept_for_the_driver_not_swallowed():
+    lost = ConnectionError("the GCS is gone")
+    channel = _ScriptedChannel([], lost)
+    monitor = Monitor(channel, _cfg(), [], "r")
     monitor.start()
-    monitor.join(timeout=10)
-    assert not monitor.is_alive() and monitor.error is dead
+    monitor.join(timeout=30)
+    assert not monitor.is_alive() and monitor.error is lost and channel.reads == 2
     monitor.finish()

@@ -1,10 +1,10 @@
 """Progress and tracking on the driver: metrics come from the Ray Train controller's callback
-through a Ray queue to a driver thread that drives the progress bar, the trackers and `on_report`."""
+through a ReportChannel (rayloom.train.report_channel) to a driver thread that drives the progress
+bar, the trackers and `on_report`."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -15,49 +15,49 @@ from rayloom.train.elastic import max_failures
 
 log = logging.getLogger(__name__)
 
-# How long one wait on the queue lasts before the thread checks whether the run has ended. The
-# end is normally announced by a sentinel (`finish`), so the wait can be long: each wait is an
-# actor call, and on a 2-core machine 5 calls a second (the old 0.2 s) cost the queue actor, the
-# driver and the raylet about 0.04 of a core that the training workers lacked (bench/profile_train.py).
-_POLL_S = 2.0
-_STOP = "stop"
+# How often the thread reads the channel. A read is one call from the driver to the GCS (no Ray
+# worker process takes part), cheap enough at this rate (rayloom.train.report_channel has the
+# numbers), and `on_report` - which tests use to inject faults at a known report - then runs at
+# most this long after the controller got the report.
+_POLL_S = 0.2
 
 
-def build_metrics_callback(metrics_queue):
-    """A Ray Train callback that forwards rank 0's reports (and worker failures) into `metrics_queue`."""
+def build_metrics_callback(channel):
+    """A Ray Train callback that forwards rank 0's reports (and worker failures) into `channel`."""
     # ray is heavy; importing rayloom.train must not import it.
     from ray.train import UserCallback
 
     class _ForwardMetrics(UserCallback):
         """Runs on the Ray Train controller: forwards rank 0's reported metrics to the driver."""
 
-        def __init__(self, q):
-            self.q = q
+        def __init__(self, channel):
+            self.channel = channel
 
         def after_report(self, run_context, metrics, checkpoint):
             if metrics:
-                self.q.put(("metrics", dict(metrics[0]), checkpoint.path if checkpoint else None))
+                self.channel.put(("metrics", dict(metrics[0]), checkpoint.path if checkpoint else None))
 
         def after_exception(self, run_context, worker_exceptions):
             first = next(iter(worker_exceptions.values()), None)
-            self.q.put(("failure", f"{type(first).__name__}: {str(first).splitlines()[0] if first else ''}", None))
+            self.channel.put(("failure", f"{type(first).__name__}: {str(first).splitlines()[0] if first else ''}",
+                              None))
 
-    return _ForwardMetrics(metrics_queue)
+    return _ForwardMetrics(channel)
 
 
 class Monitor(threading.Thread):
-    """Driver-side consumer of the metrics queue: progress bar, trackers, history, `on_report`.
+    """Driver-side reader of the report channel: progress bar, trackers, history, `on_report`.
 
-    If the queue itself fails (its actor died), the thread stops and keeps the error in `error`
-    for the driver to raise once training has ended."""
+    If reading fails (the GCS is gone, `on_report` raised), the thread stops and keeps the error in
+    `error` for the driver to raise once training has ended."""
 
-    def __init__(self, metrics_queue, cfg: RayloomConfig, trackers: list, run_name: str,
+    def __init__(self, channel, cfg: RayloomConfig, trackers: list, run_name: str,
                  on_report: Callable[[list[dict], str | None], None] | None = None):
         super().__init__(daemon=True, name="rayloom-train-monitor")
         # tqdm is only needed once a run starts.
         from tqdm.auto import tqdm
 
-        self.q, self.cfg, self.trackers = metrics_queue, cfg, trackers
+        self.channel, self.cfg, self.trackers = channel, cfg, trackers
         self.on_report = on_report
         self.history: list[dict] = []
         self.failures: list[str] = []
@@ -70,15 +70,15 @@ class Monitor(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not (self.stop_event.is_set() and self.q.empty()):
-                try:
-                    kind, payload, checkpoint = self.q.get(timeout=_POLL_S)
-                except queue.Empty:  # ray.util.queue.Empty subclasses it
-                    continue
-                if kind == _STOP:
+            while True:
+                # Read once more after `finish`: what was sent before it is then all in the channel.
+                ending = self.stop_event.is_set()
+                for kind, payload, checkpoint in self.channel.take():
+                    self.handle(kind, payload, checkpoint)
+                if ending:
                     break
-                self.handle(kind, payload, checkpoint)
-        except Exception as exc:  # a dead queue actor, a failing on_report: the driver raises it after the run
+                self.stop_event.wait(_POLL_S)
+        except Exception as exc:  # a lost GCS, a failing on_report: the driver raises it after the run
             self.error = exc
 
     def handle(self, kind: str, payload, checkpoint: str | None = None) -> None:
@@ -112,12 +112,8 @@ class Monitor(threading.Thread):
         self.bar.set_postfix(postfix, refresh=True)
 
     def finish(self) -> None:
-        # trainer.fit() has returned, so the controller's reports are all in the queue (its puts
-        # are synchronous): the sentinel comes after them.
-        try:
-            self.q.put((_STOP, None, None))
-        except Exception:  # a dead queue: the thread has stopped on its error already
-            pass
+        # trainer.fit() has returned, so the controller's reports are all in the channel (its puts
+        # are synchronous): the thread's last read takes them.
         self.stop_event.set()
         self.join(timeout=30)
         self.bar.close()

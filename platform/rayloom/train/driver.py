@@ -31,6 +31,7 @@ from rayloom.train.ds_config import build_batch_geometry
 from rayloom.train.export import export_checkpoint
 from rayloom.train.objectives import objective_builder
 from rayloom.train.paths import RunPaths, prepare_run_dir, ray_storage_options
+from rayloom.train.report_channel import ReportChannel
 from rayloom.train.tracking import build_trackers
 from rayloom.train.train_fn import TrainJob, train_fn
 
@@ -78,8 +79,6 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
-    from ray.util.queue import Queue
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from rayloom.train.ingest import IngestConfig
 
@@ -110,14 +109,11 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
     job = TrainJob(cfg=cfg, run_dir=paths.run_dir, build_objective=build_objective,
                    data_mode="stride" if every_worker_reads_all_rows else "split",
                    has_validation="validation" in data)
-    # No CPU: inside a Ray Tune trial this actor lands in the trial's placement group, whose
-    # bundle has no whole CPU to spare for an actor's default creation request. Pinned to this
-    # process's node (as Ray Data pins its split coordinator): anywhere else, a worker node lost to
-    # preemption takes the queue with it and the whole run fails instead of shrinking.
-    metrics_queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(
-        ray.get_runtime_context().get_node_id(), soft=False)})
+    # Through the GCS, not through an actor: no process beside the run, and nothing on a worker
+    # node that preemption can take away (rayloom.train.report_channel).
+    channel = ReportChannel()
     trackers = build_trackers(cfg, name)
-    monitor = Monitor(metrics_queue, cfg, trackers, name, on_report)
+    monitor = Monitor(channel, cfg, trackers, name, on_report)
     resources = {**cfg.train.worker_resources, "CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
@@ -131,7 +127,7 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
             **ray_storage_options(paths.storage_path),
             failure_config=ray.train.FailureConfig(max_failures=elastic.max_failures(cfg.train)),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-            callbacks=[build_metrics_callback(metrics_queue)],
+            callbacks=[build_metrics_callback(channel)],
             worker_runtime_env=worker_runtime_env(cfg),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
@@ -158,8 +154,8 @@ def train(cfg: RayloomConfig, datasets: dict | None = None, data_output: str | N
         for tracker in trackers:
             tracker.close(status)
         try:
-            ray.kill(metrics_queue.actor)
-        except Exception:  # the queue actor may already be gone with its Ray session
+            channel.close()
+        except Exception:  # the GCS may already be gone with its Ray session
             pass
     wall = time.perf_counter() - started
     if monitor.error is not None:

@@ -89,8 +89,9 @@ def sft_rows(tokenizer_dir, seq_len: int = 64, num: int = 32) -> list[dict]:
 
 
 def write_shards(out_uri: str, train_rows: list[dict], val_rows: list[dict] | None = None, *, seq_len: int,
-                 kind: str = "lm", rows_per_file: int = 16) -> str:
-    """Write Parquet shards + manifest.json and publish them with storage.commit_dir."""
+                 kind: str = "lm", rows_per_file: int = 16, tokenizer_hash: str = "") -> str:
+    """Write Parquet shards + manifest.json and publish them with storage.commit_dir (no tokenizer
+    hash unless one is given: training then does not check the shards against its model's)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -111,7 +112,7 @@ def write_shards(out_uri: str, train_rows: list[dict], val_rows: list[dict] | No
                 files.append(name)
             splits[split] = {"rows": len(rows), "tokens": sum(sum(r["attention_mask"]) for r in rows), "files": files}
         manifest = {"kind": kind, "seq_len": seq_len, "splits": splits, "sources": [], "counts": {}, "drops": {},
-                    "tokenizer_hash": "", "config_hash": "", "content_hash": ""}
+                    "tokenizer_hash": tokenizer_hash, "config_hash": "", "content_hash": ""}
         (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
         return storage.commit_dir(tmp, out_uri)
 

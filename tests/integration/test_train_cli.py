@@ -68,5 +68,11 @@ def test_train_cli_user_mistakes_exit_2(tmp_path):
     assert out.returncode == 2 and "fp16" in out.stderr and "Traceback" not in out.stderr
     out = _cli("train", "model=tiny-2l", f"storage.root={tmp_path}", env=env)
     assert out.returncode == 2 and "no committed shards" in out.stderr and "Traceback" not in out.stderr
+    # Shards another tokenizer made (the manifest's hash is not tiny-2l's): refused before Ray starts.
+    row = {"input_ids": [1] * 8, "labels": [1] * 8, "position_ids": list(range(8)), "attention_mask": [1] * 8}
+    write_shards(str(tmp_path / "data" / "demo"), [row] * 4, seq_len=8, tokenizer_hash="0" * 64)
+    out = _cli("train", "model=tiny-2l", f"storage.root={tmp_path}", env=env)
+    assert out.returncode == 2 and "another tokenizer" in out.stderr and "model=tiny-2l" in out.stderr
+    assert "Traceback" not in out.stderr and "starting an embedded local Ray" not in out.stderr
     out = _cli("export", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr

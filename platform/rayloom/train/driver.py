@@ -23,7 +23,7 @@ from rayloom.models import resolve_model_dir
 from rayloom.runtime import apply_storage_env, ray_session
 from rayloom.train import checkpoints as ckpts
 from rayloom.train import elastic
-from rayloom.train._data import open_training_data
+from rayloom.train._data import check_data_tokenizer, open_training_data
 from rayloom.train._monitor import Monitor, build_metrics_callback
 from rayloom.train._workers import user_error_in, worker_runtime_env
 from rayloom.train.checks import check_config
@@ -205,7 +205,9 @@ def run_train_job(cfg: RayloomConfig) -> TrainResult:
     check_config(cfg)
     apply_storage_env(cfg.storage)
     check_export_destination(cfg, RunPaths.of(cfg))
-    read_manifest(RunPaths.of(cfg).data_output)  # no shards -> a clear error before Ray starts
+    # No shards, or shards another tokenizer made -> a clear error before Ray starts.
+    data_output = RunPaths.of(cfg).data_output
+    check_data_tokenizer(cfg.model, read_manifest(data_output), data_output)
     with ray_session(cfg.cluster, cfg.storage):
         result = train(cfg)
     print(summarize(result))

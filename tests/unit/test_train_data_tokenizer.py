@@ -39,3 +39,21 @@ def test_no_recorded_hash_or_a_remote_model_is_not_checked():
     # The workers download an S3 or Hub model; the driver does not fetch it for this check.
     for path in ("s3://bucket/models/base", "org/some-model"):
         check_data_tokenizer(_model("model=hf", f"model.path={path}"), Manifest(tokenizer_hash="ab" * 32), "/d")
+
+
+def test_an_export_carries_every_tokenizer_file_so_it_hashes_as_its_base(tiny_model_dir, tmp_path):
+    """Exports copy the base's side files (rayloom.models.peft_wrap.copy_side_files): all the files
+    the data job hashes, including a slow tokenizer's (GPT-2's vocab.json + merges.txt, a
+    sentencepiece tokenizer.model), so the check above accepts the base's shards on an export."""
+    import shutil
+
+    from rayloom.models.peft_wrap import copy_side_files
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    for name, text in (("vocab.json", "{}"), ("merges.txt", "#version: 0.2\n"), ("tokenizer.model", "spm")):
+        (base / name).write_text(text)
+    export = tmp_path / "export"
+    export.mkdir()
+    copy_side_files(base, export)
+    assert tokenizer_hash(export) == tokenizer_hash(base) != tokenizer_hash(tiny_model_dir)

@@ -12,13 +12,15 @@ import shutil
 from pathlib import Path
 
 from rayloom.config import PeftConfig
+from rayloom.data.tokenization import TOKENIZER_FILES
 from rayloom.errors import UserError
 
 log = logging.getLogger(__name__)
 
 # Tokenizer and generation files copied next to exported weights so the directory is self-contained.
-SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-              "generation_config.json", "rayloom_preset.json")
+# Every file the data job hashes as the tokenizer's: an export then hashes as its base does, so
+# shards made with the base's tokenizer pass the training check (rayloom.train._data) on the export.
+SIDE_FILES = (*TOKENIZER_FILES, "generation_config.json", "rayloom_preset.json")
 
 
 def uses_peft(peft: PeftConfig) -> bool:

@@ -136,7 +136,8 @@ def test_a_taken_port_is_found_in_the_proxy_and_haproxy_errors():
                "frontend http_frontend: cannot bind socket (Address already in use) for [127.0.0.1:8123]")
     assert address_in_use(haproxy) == "127.0.0.1:8123"
     assert address_in_use("RuntimeError: HAProxy crashed during startup: bad config") is None
-    ports = embedded_haproxy_ports()
+    ports = embedded_haproxy_ports("127.0.0.1", 8000)
     assert set(ports) == {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
                           "RAY_SERVE_HAPROXY_STATS_PORT"}
-    assert all(0 < int(port) < 65536 for port in ports.values())
+    # Distinct, and never serve.port (not bound yet when they are picked).
+    assert len({*ports.values(), "8000"}) == 4 and all(0 < int(port) < 65536 for port in ports.values())

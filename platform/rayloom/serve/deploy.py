@@ -79,7 +79,7 @@ def deploy(cfg: RayloomConfig, *, auth: AuthSettings | None = None, plan: ServeP
     controller_env = controller_env_vars(serve)
     haproxy_dir = ""
     if serve.http_ingress == "haproxy" and is_embedded(cfg.cluster) and not _serve_running():
-        controller_env.update(_embedded_haproxy_ports(serve.host))
+        controller_env.update(_embedded_haproxy_ports(serve.host, serve.port))
         haproxy_env, haproxy_dir = _hardened_haproxy(serve)
         controller_env.update(haproxy_env)
     try:
@@ -127,18 +127,19 @@ def _address_in_use(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _embedded_haproxy_ports(host: str = "127.0.0.1") -> dict[str, str]:
+def _embedded_haproxy_ports(host: str, serve_port: int) -> dict[str, str]:
     """Free ports for the fixed ones Serve's HAProxy mode also opens, on a one-machine Ray.
 
     Besides serve.port it starts a Python fallback proxy on 8500, HAProxy's Prometheus exporter
     on :9101 (the haproxy_exporter's customary port) and its stats page on :8404; any of them
     taken by something else on a workstation made `serve.start` fail. A cluster keeps Ray's
     documented ports. (The stats and Prometheus listeners are only opened, on serve.host, with
-    serve.haproxy_status_pages=true: rayloom.serve.haproxy_guard.)
+    serve.haproxy_status_pages=true: rayloom.serve.haproxy_guard.) serve.port is not bound yet
+    when they are picked, so it is excluded by name; free_port never hands out a port twice.
     """
-    return {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port(host)),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port(host))}
+    return {"RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port(exclude=(serve_port,))),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port(host, exclude=(serve_port,))),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port(host, exclude=(serve_port,)))}
 
 
 def _actual_http_address(serve: ServeConfig) -> ServeConfig:
